@@ -1,0 +1,158 @@
+"""Command line of csvlab (tools/csvlab)."""
+import argparse
+import sys
+
+from .core import Lab
+from .errors import LabError
+
+
+def cmd_up(args):
+    lab = Lab(args.name, nodes=args.nodes, disks=args.disks, disk_size=args.disk_size,
+              kvm=args.kvm, memory_mb=args.memory)
+    lab.up(timeout=args.timeout)
+    print(f"lab {lab.name}: {lab.n_nodes} nodes booted in {lab.timings['boot_s']}s "
+          f"(run dir {lab.run_dir})")
+    print_status(lab)
+
+
+def cmd_exec(args):
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        raise LabError("usage: csvlab exec NODE -- CMD...")
+    # One word: a shell command line; several: an argv.
+    result = Lab.attach(args.name).exec(args.node, cmd[0] if len(cmd) == 1 else cmd,
+                                        timeout=args.timeout)
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    if result.timed_out:
+        print(f"csvlab: command timed out after {args.timeout}s", file=sys.stderr)
+        return 124
+    return result.rc
+
+
+def print_status(lab):
+    for row in lab.status():
+        state = "running" if row["running"] else "stopped"
+        extra = " PARTITIONED" if row["partitioned"] else ""
+        print(f"{row['node']:6} {row['addr']:16} {state:8} pid {row['pid'] or '-'}{extra}")
+
+
+def cmd_status(args):
+    print_status(Lab.attach(args.name))
+
+
+def cmd_down(args):
+    try:
+        lab = Lab.attach(args.name)
+    except LabError:
+        lab = Lab(args.name)  # no state left: clean up by name anyway
+    lab.down(keep_logs=args.keep_logs)
+    print(f"lab {args.name}: down")
+
+
+def cmd_corosync(args):
+    lab = Lab.attach(args.name)
+    lab.corosync(token_ms=args.token, timeout=args.timeout)
+    print(f"lab {lab.name}: corosync quorate in {lab.timings['quorate_s']}s")
+
+
+def cmd_quorum(args):
+    q = Lab.attach(args.name).quorum(args.node)
+    print(q if q else f"{args.node}: corosync not answering")
+
+
+def cmd_problems(args):
+    problems = Lab.attach(args.name).kernel_log_problems(args.node)
+    print("\n".join(problems) if problems else "kernel logs clean")
+    return 1 if problems else 0
+
+
+def cmd_insmod_check(args):
+    from .selfcheck import insmod_check
+    return insmod_check(Lab.attach(args.name), args.node, args.module)
+
+
+def node_action(method, **kwargs):
+    def run(args):
+        extra = {k: getattr(args, k) for k in kwargs}
+        getattr(Lab.attach(args.name), method)(args.node, **extra)
+    return run
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="csvlab", description="A multi-VM csvfs test cluster.")
+    p.add_argument("--name", default="lab", help="lab name (default: lab)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="boot a cluster")
+    up.add_argument("--nodes", type=int, default=3)
+    up.add_argument("--disks", type=int, default=1)
+    up.add_argument("--disk-size", default="2G")
+    up.add_argument("--memory", type=int, default=1024, help="MiB per guest")
+    up.add_argument("--kvm", action="store_true", help="use KVM instead of TCG")
+    up.add_argument("--timeout", type=float, default=300)
+    up.set_defaults(func=cmd_up)
+
+    ex = sub.add_parser("exec", help="run a command on a node")
+    ex.add_argument("--timeout", type=float, default=600)
+    ex.add_argument("node")
+    ex.add_argument("cmd", nargs=argparse.REMAINDER)
+    ex.set_defaults(func=cmd_exec)
+
+    for name, method, helptext in (
+            ("kill", "kill", "SIGKILL a node's VM"),
+            ("restart", "restart", "power-cycle a node"),
+            ("partition", "partition", "cut a node off the network"),
+            ("heal", "heal", "undo partition"),
+            ("heal-path", "heal_path", "undo cut-path"),
+            ("clear-delay", "clear_delay", "undo delay")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("node")
+        s.set_defaults(func=node_action(method))
+
+    cut = sub.add_parser("cut-path", help="fail a node's shared disk I/O (EIO)")
+    cut.add_argument("node")
+    cut.add_argument("--disk", type=int, default=None)
+    cut.set_defaults(func=node_action("cut_path", disk=None))
+
+    d = sub.add_parser("delay", help="netem delay/loss on a node's interface")
+    d.add_argument("node")
+    d.add_argument("ms", type=int)
+    d.add_argument("--loss", dest="loss_pct", type=float, default=0.0)
+    d.set_defaults(func=node_action("delay", ms=None, loss_pct=None))
+
+    c = sub.add_parser("corosync", help="configure and start corosync, wait for quorum")
+    c.add_argument("--token", type=int, default=5000)
+    c.add_argument("--timeout", type=float, default=180)
+    c.set_defaults(func=cmd_corosync)
+
+    q = sub.add_parser("quorum", help="a node's quorum view")
+    q.add_argument("node")
+    q.set_defaults(func=cmd_quorum)
+
+    sub.add_parser("status", help="list nodes").set_defaults(func=cmd_status)
+
+    dn = sub.add_parser("down", help="destroy the lab (works after a crash)")
+    dn.add_argument("--keep-logs", action="store_true")
+    dn.set_defaults(func=cmd_down)
+
+    pr = sub.add_parser("problems", help="Oops/BUG/WARNING lines in the kernel logs")
+    pr.add_argument("node", nargs="?")
+    pr.set_defaults(func=cmd_problems)
+
+    im = sub.add_parser("insmod-check", help="load and unload kmod/csvfs.ko in a guest")
+    im.add_argument("node", nargs="?", default="node1")
+    im.add_argument("--module", default=None)
+    im.set_defaults(func=cmd_insmod_check)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except LabError as e:
+        print(f"csvlab: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -82,7 +82,12 @@ def node_action(method, **kwargs):
 def parser():
     p = argparse.ArgumentParser(prog="csvlab", description="A multi-VM csvfs test cluster.")
     p.add_argument("--name", default="lab", help="lab name (default: lab)")
+    # --name also after the subcommand; SUPPRESS keeps the top-level value otherwise.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--name", default=argparse.SUPPRESS, help="lab name (default: lab)")
     sub = p.add_subparsers(dest="command", required=True)
+    add = sub.add_parser
+    sub.add_parser = lambda *a, **k: add(*a, parents=[common], **k)
 
     up = sub.add_parser("up", help="boot a cluster")
     up.add_argument("--nodes", type=int, default=3)

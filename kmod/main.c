@@ -1,0 +1,46 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * csvfs - Cluster Shared Volumes for Linux: module entry points.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/module.h>
+
+#include "csvfs.h"
+
+static int __init csvfs_init(void)
+{
+	int ret;
+
+	ret = csvfs_netlink_init();
+	if (ret)
+		return ret;
+
+	ret = register_filesystem(&csvfs_fs_type);
+	if (ret)
+		goto out_netlink;
+
+	pr_info("version %s, abi %d, genl family \"%s\"\n", CSVFS_VERSION,
+		CSVFS_ABI_VERSION, CSVFS_GENL_NAME);
+	return 0;
+
+out_netlink:
+	csvfs_netlink_exit();
+	return ret;
+}
+
+static void __exit csvfs_exit(void)
+{
+	unregister_filesystem(&csvfs_fs_type);
+	csvfs_netlink_exit();
+}
+
+module_init(csvfs_init);
+module_exit(csvfs_exit);
+
+MODULE_DESCRIPTION("csvfs: Cluster Shared Volumes for Linux");
+MODULE_AUTHOR("csvfs developers");
+MODULE_LICENSE("GPL");
+MODULE_VERSION(CSVFS_VERSION);
+MODULE_ALIAS_FS("csvfs");
+MODULE_ALIAS_GENL_FAMILY(CSVFS_GENL_NAME);

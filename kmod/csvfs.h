@@ -1,29 +1,212 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * csvfs - Cluster Shared Volumes for Linux: in-kernel structures.
+ *
+ * Lock order (outermost first):
+ *   VFS locks (i_rwsem of directories, then of files; folio lock)
+ *     csvfs_sb_lock                  (mount list, superblock ids)
+ *     csvfs_daemon_lock              (registered daemon)
+ *       csvfs_req_lock               (request table)
+ *     csvfs_inode.lock               (cached attributes, open files)
+ * No csvfs lock is held while a request waits for its reply.
  */
 #ifndef _CSVFS_H
 #define _CSVFS_H
 
 #include <linux/fs.h>
+#include <linux/wait.h>
 #include <net/genetlink.h>
 #include <uapi/linux/csvfs.h>
 
 #define CSVFS_MAGIC		0x43535646	/* "CSVF" */
-#define CSVFS_VERSION		"0.1.0"
+#define CSVFS_VERSION		"0.2.0"
+
+#define CSVFS_DEFAULT_TIMEOUT	60	/* seconds a request may wait */
+#define CSVFS_DEFAULT_ATTR_MS	1000	/* attribute and dentry cache */
+#define CSVFS_UNMOUNT_TIMEOUT	(10 * HZ)
 
 #define csvfs_err(sb, fmt, ...)						\
 	pr_err("csvfs (%s): " fmt "\n", (sb)->s_id, ##__VA_ARGS__)
+#define csvfs_warn(sb, fmt, ...)					\
+	pr_warn_ratelimited("csvfs (%s): " fmt "\n", (sb)->s_id, ##__VA_ARGS__)
 #define csvfs_info(sb, fmt, ...)					\
 	pr_info("csvfs (%s): " fmt "\n", (sb)->s_id, ##__VA_ARGS__)
+
+/*
+ * A coordinator file handle in its wire form: struct csvfs_fh followed by
+ * fh.len bytes, size bytes in all (at most CSVFS_MAX_FH). Opaque here.
+ */
+struct csvfs_handle {
+	u32	size;
+	u8	data[CSVFS_MAX_FH];
+};
+
+/* One mounted volume. Fields are set at mount and read-only after. */
+struct csvfs_sb_info {
+	struct super_block	*sb;
+	struct list_head	list;		/* in csvfs_sbs, csvfs_sb_lock */
+	u32			sb_id;
+	bool			mounted;	/* daemon accepted MOUNT */
+	char			volume[CSVFS_MAX_VOLUME_NAME];
+	char			*device;
+	struct block_device	*bdev;		/* opened non-exclusively */
+	u64			epoch;
+	u64			dev_size;
+	unsigned long		timeout;	/* jiffies per request */
+	unsigned long		attr_timeout;	/* jiffies, 0: no caching */
+};
+
+static inline struct csvfs_sb_info *CSVFS_SB(struct super_block *sb)
+{
+	return sb->s_fs_info;
+}
+
+/* Bits of csvfs_inode.flags. */
+enum {
+	CSVFS_I_ATTR_STALE,	/* refetch attributes before use */
+	CSVFS_I_DATA_STALE,	/* drop the page cache at the next open */
+};
+
+/*
+ * An inode, keyed by the coordinator's file handle (hash of its bytes).
+ * lock guards attr_expire and open_files; fh is set once at creation.
+ */
+struct csvfs_inode {
+	struct inode		vfs_inode;
+	struct csvfs_handle	fh;
+	spinlock_t		lock;
+	unsigned long		attr_expire;	/* jiffies */
+	unsigned long		flags;		/* CSVFS_I_* bits */
+	struct list_head	open_files;	/* writable csvfs_file */
+};
+
+static inline struct csvfs_inode *CSVFS_I(struct inode *inode)
+{
+	return container_of(inode, struct csvfs_inode, vfs_inode);
+}
+
+/* An open file: the coordinator's open id, in file->private_data. */
+struct csvfs_file {
+	u64			open_id;
+	struct list_head	list;	/* in csvfs_inode.open_files */
+	bool			writable;
+};
+
+/*
+ * A request, declared by the operation (fs/fuse style): attributes to send
+ * and attributes expected in the reply. The reply is checked against the
+ * declaration; anything else in it becomes -EIO.
+ */
+#define CSVFS_MAX_IN	8
+#define CSVFS_MAX_OUT	5
+
+struct csvfs_in_arg {
+	u16		type;		/* CSVFS_A_* */
+	u16		len;		/* bytes at value */
+	const void	*value;
+};
+
+/* Flags of struct csvfs_out_arg. */
+#define CSVFS_OUT_OPTIONAL	(1U << 0)	/* may be absent */
+#define CSVFS_OUT_VARLEN	(1U << 1)	/* up to size bytes */
+#define CSVFS_OUT_HANDLE	(1U << 2)	/* a file handle: value is
+						 * struct csvfs_handle */
+
+struct csvfs_out_arg {
+	u16		type;
+	u16		flags;
+	u32		size;		/* exact, or the maximum with VARLEN */
+	void		*value;
+	u32		len;		/* set: bytes received */
+	bool		present;	/* set: the reply carried it */
+};
+
+struct csvfs_args {
+	u8			cmd;
+	u8			in_numargs;
+	u8			out_numargs;
+	bool			async;		/* nobody waits: freed after */
+	struct csvfs_in_arg	in[CSVFS_MAX_IN];
+	struct csvfs_out_arg	out[CSVFS_MAX_OUT];
+};
+
+static inline void csvfs_in(struct csvfs_args *args, u16 type, u16 len,
+			    const void *value)
+{
+	if (WARN_ON_ONCE(args->in_numargs >= CSVFS_MAX_IN))
+		return;
+	args->in[args->in_numargs++] = (struct csvfs_in_arg) {
+		.type = type, .len = len, .value = value,
+	};
+}
+
+static inline void csvfs_in_str(struct csvfs_args *args, u16 type,
+				const char *s, size_t len)
+{
+	csvfs_in(args, type, len + 1, s);	/* s[len] is NUL */
+}
+
+static inline struct csvfs_out_arg *
+csvfs_out(struct csvfs_args *args, u16 type, u16 flags, u32 size, void *value)
+{
+	struct csvfs_out_arg *out;
+
+	if (WARN_ON_ONCE(args->out_numargs >= CSVFS_MAX_OUT))
+		return &args->out[0];
+	out = &args->out[args->out_numargs++];
+	*out = (struct csvfs_out_arg) {
+		.type = type, .flags = flags, .size = size, .value = value,
+	};
+	return out;
+}
+
+/* request.c */
+int csvfs_request_init(void);
+void csvfs_request_exit(void);
+int csvfs_request(u32 sb_id, unsigned long timeout, struct csvfs_args *args);
+int csvfs_request_async(u32 sb_id, unsigned long timeout,
+			struct csvfs_args *args);
+int csvfs_request_reply(struct genl_info *info);
+void csvfs_requests_resend(void);
+
+static inline int csvfs_sb_request(struct super_block *sb,
+				   struct csvfs_args *args)
+{
+	return csvfs_request(CSVFS_SB(sb)->sb_id, CSVFS_SB(sb)->timeout, args);
+}
 
 /* netlink.c */
 extern struct genl_family csvfs_genl_family;
 int csvfs_netlink_init(void);
 void csvfs_netlink_exit(void);
 bool csvfs_daemon_registered(void);
+u32 csvfs_daemon_port(unsigned int *gen);
 
 /* super.c */
 extern struct file_system_type csvfs_fs_type;
+int csvfs_inode_cache_init(void);
+void csvfs_inode_cache_exit(void);
+void csvfs_invalidate(u32 sb_id, u32 flags, const struct csvfs_handle *fh,
+		      const struct csvfs_handle *parent, const char *name);
+
+/* inode.c */
+extern const struct dentry_operations csvfs_dentry_ops;
+extern const struct xattr_handler *csvfs_xattr_handlers[];
+int csvfs_handle_check(const struct csvfs_handle *fh);
+struct inode *csvfs_iget(struct super_block *sb, const struct csvfs_handle *fh,
+			 const struct csvfs_attr *attr);
+void csvfs_set_attr(struct inode *inode, const struct csvfs_attr *attr);
+int csvfs_refresh(struct inode *inode, bool force);
+void csvfs_attr_stale(struct inode *inode);
+int csvfs_setattr_req(struct inode *inode, const struct csvfs_setattr *sa,
+		      struct file *file);
+
+/* file.c */
+extern const struct file_operations csvfs_file_fops;
+extern const struct file_operations csvfs_dir_fops;
+extern const struct address_space_operations csvfs_aops;
+int csvfs_open_req(struct inode *inode, struct file *file, u32 flags);
+int csvfs_file_attach(struct inode *inode, struct file *file, u64 open_id);
+void csvfs_release_req(struct inode *inode, u64 open_id);
 
 #endif /* _CSVFS_H */

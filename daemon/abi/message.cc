@@ -68,18 +68,15 @@ const std::array<CommandSpec, CSVFS_CMD_MAX + 1>& Commands() {
     def(CSVFS_CMD_LOOKUP, "LOOKUP", {CSVFS_A_PARENT_FH, CSVFS_A_NAME});
     def(CSVFS_CMD_GETATTR, "GETATTR", {CSVFS_A_FH});
     def(CSVFS_CMD_SETATTR, "SETATTR", {CSVFS_A_FH, CSVFS_A_SETATTR});
-    def(CSVFS_CMD_CREATE, "CREATE",
-        {CSVFS_A_PARENT_FH, CSVFS_A_NAME, CSVFS_A_MODE, CSVFS_A_FLAGS});
-    def(CSVFS_CMD_MKNOD, "MKNOD",
-        {CSVFS_A_PARENT_FH, CSVFS_A_NAME, CSVFS_A_MODE, CSVFS_A_RDEV});
+    def(CSVFS_CMD_CREATE, "CREATE", {CSVFS_A_PARENT_FH, CSVFS_A_NAME, CSVFS_A_MODE, CSVFS_A_FLAGS});
+    def(CSVFS_CMD_MKNOD, "MKNOD", {CSVFS_A_PARENT_FH, CSVFS_A_NAME, CSVFS_A_MODE, CSVFS_A_RDEV});
     def(CSVFS_CMD_MKDIR, "MKDIR", {CSVFS_A_PARENT_FH, CSVFS_A_NAME, CSVFS_A_MODE});
     def(CSVFS_CMD_SYMLINK, "SYMLINK", {CSVFS_A_PARENT_FH, CSVFS_A_NAME, CSVFS_A_TARGET});
     def(CSVFS_CMD_LINK, "LINK", {CSVFS_A_FH, CSVFS_A_NEW_PARENT_FH, CSVFS_A_NEW_NAME});
     def(CSVFS_CMD_UNLINK, "UNLINK", {CSVFS_A_PARENT_FH, CSVFS_A_NAME});
     def(CSVFS_CMD_RMDIR, "RMDIR", {CSVFS_A_PARENT_FH, CSVFS_A_NAME});
     def(CSVFS_CMD_RENAME, "RENAME",
-        {CSVFS_A_PARENT_FH, CSVFS_A_NAME, CSVFS_A_NEW_PARENT_FH, CSVFS_A_NEW_NAME,
-         CSVFS_A_FLAGS});
+        {CSVFS_A_PARENT_FH, CSVFS_A_NAME, CSVFS_A_NEW_PARENT_FH, CSVFS_A_NEW_NAME, CSVFS_A_FLAGS});
     def(CSVFS_CMD_READDIR, "READDIR", {CSVFS_A_FH, CSVFS_A_COOKIE});
     def(CSVFS_CMD_READLINK, "READLINK", {CSVFS_A_FH});
     def(CSVFS_CMD_OPEN, "OPEN", {CSVFS_A_FH, CSVFS_A_FLAGS});
@@ -102,8 +99,7 @@ const std::array<CommandSpec, CSVFS_CMD_MAX + 1>& Commands() {
         {CSVFS_A_FH, CSVFS_A_OFFSET, CSVFS_A_LENGTH, CSVFS_A_LAYOUT_IOMODE});
     def(CSVFS_CMD_LAYOUT_RETURN, "LAYOUT_RETURN", {CSVFS_A_FH});
     def(CSVFS_CMD_LAYOUT_COMMIT, "LAYOUT_COMMIT", {CSVFS_A_FH, CSVFS_A_SETATTR});
-    def(CSVFS_CMD_LAYOUT_RECALL, "LAYOUT_RECALL",
-        {CSVFS_A_FH, CSVFS_A_OFFSET, CSVFS_A_LENGTH});
+    def(CSVFS_CMD_LAYOUT_RECALL, "LAYOUT_RECALL", {CSVFS_A_FH, CSVFS_A_OFFSET, CSVFS_A_LENGTH});
     def(CSVFS_CMD_LEASE_GET, "LEASE_GET", {CSVFS_A_FH, CSVFS_A_LEASE});
     def(CSVFS_CMD_LEASE_RETURN, "LEASE_RETURN", {CSVFS_A_FH});
     def(CSVFS_CMD_LEASE_BREAK, "LEASE_BREAK", {CSVFS_A_FH, CSVFS_A_LEASE});
@@ -111,8 +107,7 @@ const std::array<CommandSpec, CSVFS_CMD_MAX + 1>& Commands() {
     def(CSVFS_CMD_INVALIDATE, "INVALIDATE", {CSVFS_A_INVAL_FLAGS});
     def(CSVFS_CMD_VOLUME_STATE, "VOLUME_STATE",
         {CSVFS_A_EPOCH, CSVFS_A_IO_MODE, CSVFS_A_MODE_REASON, CSVFS_A_LEASE_MS});
-    def(CSVFS_CMD_PATH_ERROR, "PATH_ERROR",
-        {CSVFS_A_DEV_OFFSET, CSVFS_A_LENGTH, CSVFS_A_ERRNO});
+    def(CSVFS_CMD_PATH_ERROR, "PATH_ERROR", {CSVFS_A_DEV_OFFSET, CSVFS_A_LENGTH, CSVFS_A_ERRNO});
     return t;
   }();
   return table;
@@ -125,20 +120,30 @@ std::string AttrLabel(int attr) { return "attribute " + std::string(AttributeNam
 Status CheckLength(int type, const Policy& p, size_t len) {
   size_t exact = 0;
   switch (p.kind) {
-    case Kind::kU8: exact = 1; break;
+    case Kind::kU8:
+      exact = 1;
+      break;
     case Kind::kU32:
-    case Kind::kS32: exact = 4; break;
-    case Kind::kU64: exact = 8; break;
-    case Kind::kFlag: exact = 0; break;
-    case Kind::kStruct: exact = p.limit; break;
+    case Kind::kS32:
+      exact = 4;
+      break;
+    case Kind::kU64:
+      exact = 8;
+      break;
+    case Kind::kFlag:
+      exact = 0;
+      break;
+    case Kind::kStruct:
+      exact = p.limit;
+      break;
     case Kind::kString:
     case Kind::kBinary:
       if (len > p.limit)
         return Fail(Errc::kBadLength, AttrLabel(type) + ": " + std::to_string(len) +
-                                          " bytes exceeds the limit of " +
-                                          std::to_string(p.limit));
+                                          " bytes exceeds the limit of " + std::to_string(p.limit));
       return Status::Ok();
-    case Kind::kNone: return Fail(Errc::kUnknownAttribute, AttrLabel(type));
+    case Kind::kNone:
+      return Fail(Errc::kUnknownAttribute, AttrLabel(type));
   }
   if (len != exact)
     return Fail(Errc::kBadLength, AttrLabel(type) + ": length " + std::to_string(len) +
@@ -157,8 +162,8 @@ Status CheckString(int type, std::span<const uint8_t> b) {
 bool IsValidVolumeName(std::string_view v) {
   if (v.empty() || v == "." || v == "..") return false;
   return std::all_of(v.begin(), v.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_' || c == '.';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.';
   });
 }
 
@@ -168,9 +173,9 @@ Status CheckFileHandle(int type, std::span<const uint8_t> b) {
     return Fail(Errc::kBadValue, AttrLabel(type) + ": shorter than a handle header");
   std::memcpy(&h, b.data(), sizeof h);
   if (h.len == 0 || h.len != b.size() - sizeof h)
-    return Fail(Errc::kBadValue, AttrLabel(type) + ": handle length " +
-                                     std::to_string(h.len) + " does not match " +
-                                     std::to_string(b.size() - sizeof h) + " bytes");
+    return Fail(Errc::kBadValue, AttrLabel(type) + ": handle length " + std::to_string(h.len) +
+                                     " does not match " + std::to_string(b.size() - sizeof h) +
+                                     " bytes");
   return Status::Ok();
 }
 
@@ -183,8 +188,8 @@ T Load(std::span<const uint8_t> b) {
 
 Status CheckBelow(int type, uint64_t v, uint64_t limit) {
   if (v >= limit)
-    return Fail(Errc::kBadValue, AttrLabel(type) + ": value " + std::to_string(v) +
-                                     " out of range");
+    return Fail(Errc::kBadValue,
+                AttrLabel(type) + ": value " + std::to_string(v) + " out of range");
   return Status::Ok();
 }
 
@@ -201,24 +206,30 @@ Status CheckValue(int type, std::span<const uint8_t> b) {
       if (b.size() < 2) return Fail(Errc::kBadString, AttrLabel(type) + ": empty");
       return Status::Ok();
     case CSVFS_A_VOLUME:
-      if (!IsValidVolumeName(std::string_view(reinterpret_cast<const char*>(b.data()), b.size() - 1)))
-        return Fail(Errc::kBadString, AttrLabel(type) +
-                                          ": a volume name is letters, digits, '.', '-', '_'");
+      if (!IsValidVolumeName(
+              std::string_view(reinterpret_cast<const char*>(b.data()), b.size() - 1)))
+        return Fail(Errc::kBadString,
+                    AttrLabel(type) + ": a volume name is letters, digits, '.', '-', '_'");
       return Status::Ok();
     case CSVFS_A_FH:
     case CSVFS_A_PARENT_FH:
-    case CSVFS_A_NEW_PARENT_FH: return CheckFileHandle(type, b);
+    case CSVFS_A_NEW_PARENT_FH:
+      return CheckFileHandle(type, b);
     case CSVFS_A_ERRNO: {
       int32_t e = Load<int32_t>(b);
       if (e > 0 || e < -4095)
-        return Fail(Errc::kBadValue, AttrLabel(type) + ": " + std::to_string(e) +
-                                         " is not 0 or a negative errno");
+        return Fail(Errc::kBadValue,
+                    AttrLabel(type) + ": " + std::to_string(e) + " is not 0 or a negative errno");
       return Status::Ok();
     }
-    case CSVFS_A_LEASE: return CheckBelow(type, Load<uint32_t>(b), __CSVFS_LEASE_MAX);
-    case CSVFS_A_IO_MODE: return CheckBelow(type, Load<uint32_t>(b), __CSVFS_IO_MAX);
-    case CSVFS_A_MODE_REASON: return CheckBelow(type, Load<uint32_t>(b), __CSVFS_REASON_MAX);
-    case CSVFS_A_WHENCE: return CheckBelow(type, Load<uint32_t>(b), 5);  // SEEK_SET..SEEK_HOLE
+    case CSVFS_A_LEASE:
+      return CheckBelow(type, Load<uint32_t>(b), __CSVFS_LEASE_MAX);
+    case CSVFS_A_IO_MODE:
+      return CheckBelow(type, Load<uint32_t>(b), __CSVFS_IO_MAX);
+    case CSVFS_A_MODE_REASON:
+      return CheckBelow(type, Load<uint32_t>(b), __CSVFS_REASON_MAX);
+    case CSVFS_A_WHENCE:
+      return CheckBelow(type, Load<uint32_t>(b), 5);  // SEEK_SET..SEEK_HOLE
     case CSVFS_A_LAYOUT_IOMODE: {
       uint32_t m = Load<uint32_t>(b);
       if (m != CSVFS_LAYOUT_READ && m != CSVFS_LAYOUT_RW)
@@ -244,7 +255,8 @@ Status CheckValue(int type, std::span<const uint8_t> b) {
       std::vector<csvfs_extent> tmp;
       return UnpackExtents(b, &tmp);
     }
-    default: return Status::Ok();
+    default:
+      return Status::Ok();
   }
 }
 
@@ -268,7 +280,8 @@ Status CheckCommandRules(const Message& m) {
                                           " exceeds the I/O limit of " +
                                           std::to_string(CSVFS_MAX_IO));
       break;
-    default: break;
+    default:
+      break;
   }
   if (m.cmd() == CSVFS_CMD_BLOCK_READ || m.cmd() == CSVFS_CMD_BLOCK_WRITE) {
     uint64_t len = m.cmd() == CSVFS_CMD_BLOCK_READ ? *length : m.GetBinary(CSVFS_A_DATA)->size();
@@ -382,8 +395,7 @@ Status Message::Decode(uint8_t cmd, std::span<const uint8_t> bytes) {
       return Fail(Errc::kBadValue, AttrLabel(type) + ": nested/byte-order flags are not used");
     if (type <= CSVFS_A_UNSPEC || type > CSVFS_A_MAX)
       return Fail(Errc::kUnknownAttribute, "unknown attribute " + std::to_string(type));
-    if (out.Has(type))
-      return Fail(Errc::kDuplicateAttribute, AttrLabel(type) + ": given twice");
+    if (out.Has(type)) return Fail(Errc::kDuplicateAttribute, AttrLabel(type) + ": given twice");
     std::span<const uint8_t> value(static_cast<const uint8_t*>(nla_data(nla)),
                                    static_cast<size_t>(nla_len(nla)));
     if (Status s = CheckAttribute(type, value); !s.ok()) return s;
@@ -393,12 +405,12 @@ Status Message::Decode(uint8_t cmd, std::span<const uint8_t> bytes) {
   // last attribute is missing, which is harmless; bytes left over are a
   // truncated or malformed attribute.
   if (rem > 0)
-    return Fail(Errc::kTruncated, "attribute stream truncated (" + std::to_string(rem) +
-                                      " bytes left over)");
+    return Fail(Errc::kTruncated,
+                "attribute stream truncated (" + std::to_string(rem) + " bytes left over)");
   for (int req : Commands()[cmd].required) {
     if (!out.Has(req))
-      return Fail(Errc::kMissingAttribute, std::string(CommandName(cmd)) + " requires " +
-                                               AttrLabel(req));
+      return Fail(Errc::kMissingAttribute,
+                  std::string(CommandName(cmd)) + " requires " + AttrLabel(req));
   }
   if (Status s = CheckCommandRules(out); !s.ok()) return s;
   *this = std::move(out);
@@ -459,10 +471,10 @@ Status UnpackExtents(std::span<const uint8_t> bytes, std::vector<csvfs_extent>* 
     return Fail(Errc::kBadLength, "EXTENTS is not a whole number of extents");
   for (size_t at = 0; at < bytes.size(); at += sizeof(csvfs_extent)) {
     auto e = Load<csvfs_extent>(bytes.subspan(at));
-    if (e.state >= __CSVFS_EXT_MAX || e.length == 0 || e.file_offset % 512 ||
-        e.length % 512 || e.dev_offset % 512 || e.file_offset + e.length < e.file_offset)
-      return Fail(Errc::kBadValue, "malformed extent at index " +
-                                       std::to_string(at / sizeof(csvfs_extent)));
+    if (e.state >= __CSVFS_EXT_MAX || e.length == 0 || e.file_offset % 512 || e.length % 512 ||
+        e.dev_offset % 512 || e.file_offset + e.length < e.file_offset)
+      return Fail(Errc::kBadValue,
+                  "malformed extent at index " + std::to_string(at / sizeof(csvfs_extent)));
     out->push_back(e);
   }
   return Status::Ok();

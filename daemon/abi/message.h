@@ -147,8 +147,7 @@ size_t PackDirents(std::span<const DirEntry> entries, std::vector<uint8_t>* out)
 // Validates and unpacks; an error Status on any malformed entry.
 Status UnpackDirents(std::span<const uint8_t> bytes, std::vector<DirEntry>* out);
 
-Status UnpackExtents(std::span<const uint8_t> bytes,
-                     std::vector<csvfs_extent>* out);
+Status UnpackExtents(std::span<const uint8_t> bytes, std::vector<csvfs_extent>* out);
 
 // A name as it may appear in one path component: 1..255 bytes, no '/', no
 // NUL, not "." or "..".

@@ -17,17 +17,33 @@ std::vector<uint8_t> SampleHandle() {
 // A valid value for every attribute, so every command can be built.
 void PutSample(Message* m, int attr) {
   switch (attr) {
-    case CSVFS_A_REQ_ID: m->PutU64(attr, 42); break;
-    case CSVFS_A_ERRNO: m->PutS32(attr, -2); break;
-    case CSVFS_A_VOLUME: m->PutString(attr, "Volume1"); break;
-    case CSVFS_A_DEVICE: m->PutString(attr, "/dev/disk/by-id/virtio-csvlun0"); break;
+    case CSVFS_A_REQ_ID:
+      m->PutU64(attr, 42);
+      break;
+    case CSVFS_A_ERRNO:
+      m->PutS32(attr, -2);
+      break;
+    case CSVFS_A_VOLUME:
+      m->PutString(attr, "Volume1");
+      break;
+    case CSVFS_A_DEVICE:
+      m->PutString(attr, "/dev/disk/by-id/virtio-csvlun0");
+      break;
     case CSVFS_A_NAME:
-    case CSVFS_A_NEW_NAME: m->PutString(attr, "file.img"); break;
-    case CSVFS_A_TARGET: m->PutString(attr, "../target"); break;
-    case CSVFS_A_XATTR_NAME: m->PutString(attr, "user.test"); break;
+    case CSVFS_A_NEW_NAME:
+      m->PutString(attr, "file.img");
+      break;
+    case CSVFS_A_TARGET:
+      m->PutString(attr, "../target");
+      break;
+    case CSVFS_A_XATTR_NAME:
+      m->PutString(attr, "user.test");
+      break;
     case CSVFS_A_FH:
     case CSVFS_A_PARENT_FH:
-    case CSVFS_A_NEW_PARENT_FH: m->PutBinary(attr, SampleHandle()); break;
+    case CSVFS_A_NEW_PARENT_FH:
+      m->PutBinary(attr, SampleHandle());
+      break;
     case CSVFS_A_SETATTR: {
       csvfs_setattr s{};
       s.valid = CSVFS_SETATTR_SIZE;
@@ -42,21 +58,45 @@ void PutSample(Message* m, int attr) {
       m->PutStruct(attr, l);
       break;
     }
-    case CSVFS_A_XATTR_VALUE: m->PutBinary(attr, std::vector<uint8_t>{'v'}); break;
-    case CSVFS_A_DATA: m->PutBinary(attr, std::vector<uint8_t>(512, 0xab)); break;
-    case CSVFS_A_LENGTH: m->PutU64(attr, 4096); break;
-    case CSVFS_A_DEV_OFFSET: m->PutU64(attr, 8192); break;
-    case CSVFS_A_LAYOUT_IOMODE: m->PutU32(attr, CSVFS_LAYOUT_RW); break;
-    case CSVFS_A_ABI_VERSION: m->PutU32(attr, CSVFS_ABI_VERSION); break;
-    case CSVFS_A_LEASE: m->PutU32(attr, CSVFS_LEASE_READ); break;
-    case CSVFS_A_IO_MODE: m->PutU32(attr, CSVFS_IO_BLOCK_REDIRECTED); break;
-    case CSVFS_A_MODE_REASON: m->PutU32(attr, CSVFS_REASON_NO_PATH); break;
-    case CSVFS_A_WHENCE: m->PutU32(attr, 3); break;
+    case CSVFS_A_XATTR_VALUE:
+      m->PutBinary(attr, std::vector<uint8_t>{'v'});
+      break;
+    case CSVFS_A_DATA:
+      m->PutBinary(attr, std::vector<uint8_t>(512, 0xab));
+      break;
+    case CSVFS_A_LENGTH:
+      m->PutU64(attr, 4096);
+      break;
+    case CSVFS_A_DEV_OFFSET:
+      m->PutU64(attr, 8192);
+      break;
+    case CSVFS_A_LAYOUT_IOMODE:
+      m->PutU32(attr, CSVFS_LAYOUT_RW);
+      break;
+    case CSVFS_A_ABI_VERSION:
+      m->PutU32(attr, CSVFS_ABI_VERSION);
+      break;
+    case CSVFS_A_LEASE:
+      m->PutU32(attr, CSVFS_LEASE_READ);
+      break;
+    case CSVFS_A_IO_MODE:
+      m->PutU32(attr, CSVFS_IO_BLOCK_REDIRECTED);
+      break;
+    case CSVFS_A_MODE_REASON:
+      m->PutU32(attr, CSVFS_REASON_NO_PATH);
+      break;
+    case CSVFS_A_WHENCE:
+      m->PutU32(attr, 3);
+      break;
     case CSVFS_A_OFFSET:
     case CSVFS_A_COOKIE:
     case CSVFS_A_EPOCH:
-    case CSVFS_A_OPEN_ID: m->PutU64(attr, 7); break;
-    default: m->PutU32(attr, 1); break;
+    case CSVFS_A_OPEN_ID:
+      m->PutU64(attr, 7);
+      break;
+    default:
+      m->PutU32(attr, 1);
+      break;
   }
 }
 
@@ -132,8 +172,8 @@ TEST(MessageTest, RefusesMissingMandatoryAttribute) {
         if (attr != skip) PutSample(&m, attr);
       Message out;
       Status s = Roundtrip(m, &out);
-      EXPECT_EQ(s.code, Errc::kMissingAttribute) << CommandName(cmd) << " without "
-                                                 << AttributeName(skip);
+      EXPECT_EQ(s.code, Errc::kMissingAttribute)
+          << CommandName(cmd) << " without " << AttributeName(skip);
       EXPECT_NE(s.message.find(AttributeName(skip)), std::string::npos) << s.message;
     }
   }
@@ -182,7 +222,8 @@ TEST(MessageTest, RefusesOversizeStringAndPayload) {
 }
 
 TEST(MessageTest, RefusesBadNames) {
-  for (const std::string& bad : std::vector<std::string>{"", ".", "..", "a/b", std::string("a\0b", 3)}) {
+  for (const std::string& bad :
+       std::vector<std::string>{"", ".", "..", "a/b", std::string("a\0b", 3)}) {
     Message m = SampleCommand(CSVFS_CMD_MKDIR);
     std::vector<uint8_t> raw(bad.begin(), bad.end());
     raw.push_back(0);

@@ -29,10 +29,10 @@ namespace csv::coord {
 using NodeCall = std::function<abi::Message(uint32_t node, const abi::Message& msg)>;
 
 struct ServiceOptions {
-  std::string volume;      // volume name, for logs
-  std::string device;      // this node's block device of the volume
-  std::string mount_dir;   // where to mount the lower fs (private namespace)
-  NodeCall call_node;      // may be empty in tests: no recalls are sent
+  std::string volume;     // volume name, for logs
+  std::string device;     // this node's block device of the volume
+  std::string mount_dir;  // where to mount the lower fs (private namespace)
+  NodeCall call_node;     // may be empty in tests: no recalls are sent
 };
 
 class Service {

@@ -1,5 +1,6 @@
 #include "abi/frame.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace csv::abi {
@@ -9,7 +10,7 @@ std::vector<uint8_t> EncodeFrame(const Message& m) {
   FrameHeader h{kFrameMagic, static_cast<uint32_t>(attrs.size()), m.cmd(), CSVFS_ABI_VERSION, 0};
   std::vector<uint8_t> out(sizeof h + attrs.size());
   std::memcpy(out.data(), &h, sizeof h);
-  std::memcpy(out.data() + sizeof h, attrs.data(), attrs.size());
+  std::copy(attrs.begin(), attrs.end(), out.begin() + sizeof h);
   return out;
 }
 

@@ -35,8 +35,7 @@ void SetLogLevel(Level level) { g_level = static_cast<int>(level); }
 void LogLine(Level level, std::string_view volume, uint64_t epoch, const std::string& text) {
   if (static_cast<int>(level) < g_level) return;
   std::string line = "csvd[node " + std::to_string(g_node.load()) + "]";
-  if (!volume.empty())
-    line += " volume=" + std::string(volume) + " epoch=" + std::to_string(epoch);
+  if (!volume.empty()) line += " volume=" + std::string(volume) + " epoch=" + std::to_string(epoch);
   line += " ";
   line += LevelName(level);
   line += ": ";

@@ -1,0 +1,126 @@
+// The replicated cluster state of csvd and the messages that change it.
+//
+// The state (volumes, their preferred owner, coordinator and epoch, the path
+// health each node published) changes only when CPG delivers a membership
+// change or a state message, in CPG's total order; every member applies the
+// same events in the same order and so holds the same state. Nothing here
+// does I/O: the daemon feeds events in and acts on the Changes that come out.
+//
+// Wire format of a state message (all integers little-endian, whatever the
+// host): a 24-byte header {magic u32 "CSVS", version u16, type u16,
+// body_len u32, reserved u32, origin_seq u64} and a type-specific body.
+// Decoding checks every length; a message of an unknown version or type, or
+// with bytes left over, is refused.
+//
+// Thread-safety: not thread-safe; the daemon uses it from its event loop.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <set>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/election.h"
+
+namespace csv::core {
+
+using Uuid = std::array<uint8_t, 16>;
+
+inline constexpr uint32_t kStateMagic = 0x53565343;  // "CSVS" little-endian
+inline constexpr uint16_t kStateVersion = 1;
+inline constexpr size_t kMaxStateMessage = 1 << 20;
+
+struct VolumeState {
+  std::string name;
+  Uuid uuid{};
+  NodeId preferred = kNoNode;
+  NodeId coordinator = kNoNode;  // kNoNode: none (electing, no quorum)
+  uint64_t epoch = 0;            // bumped on every coordinator change
+  bool ready = false;            // the coordinator announced READY for epoch
+  std::set<NodeId> holders;      // former coordinators that may still have
+                                 // the lower fs mounted (until RELEASED)
+  bool operator==(const VolumeState&) const = default;
+};
+
+enum class MsgType : uint16_t {
+  kSync = 1,      // full state, from the lowest synced member to joiners
+  kVolumeAdd,     // volume, uuid, node = preferred owner
+  kVolumeRemove,  // volume
+  kPath,          // volume, healthy: the sender's path to the device
+  kMove,          // volume, node = target (kNoNode: next eligible)
+  kReady,         // volume, epoch: the sender serves the volume
+  kReleased,      // volume: the sender has unmounted the lower fs
+  kOpenFailed,    // volume, epoch: the sender could not mount it
+  kMax
+};
+
+using NodeVolume = std::pair<NodeId, std::string>;
+
+struct StateMsg {
+  MsgType type = MsgType::kSync;
+  uint64_t origin_seq = 0;  // the sender's counter; answers control requests
+  std::string volume;
+  Uuid uuid{};
+  NodeId node = kNoNode;
+  uint64_t epoch = 0;
+  bool healthy = false;
+  // kSync only.
+  std::vector<VolumeState> volumes;
+  std::set<NodeVolume> healthy_paths;
+  std::set<NodeVolume> open_failed;
+};
+
+std::vector<uint8_t> EncodeStateMsg(const StateMsg& m);
+// False with *error set on any malformed input; never reads out of bounds.
+bool DecodeStateMsg(std::span<const uint8_t> bytes, StateMsg* out, std::string* error);
+
+// A coordinator change that an event caused.
+struct Change {
+  std::string volume;
+  NodeId old_coordinator = kNoNode;
+  NodeId new_coordinator = kNoNode;
+  uint64_t epoch = 0;
+};
+
+struct ApplyResult {
+  std::vector<Change> changes;
+  std::string error;  // why a control message (add, remove, move) was refused
+};
+
+class ClusterState {
+ public:
+  // expected_nodes: votes of the whole cluster (one per configured node).
+  explicit ClusterState(size_t expected_nodes) : expected_nodes_(expected_nodes) {}
+
+  ApplyResult OnMembership(std::vector<NodeId> members);
+  // Any message but kSync, delivered from `sender`.
+  ApplyResult Apply(NodeId sender, const StateMsg& m);
+  // Replaces the state with a kSync snapshot (membership stays) and elects.
+  ApplyResult Adopt(const StateMsg& sync);
+  StateMsg Snapshot() const;
+
+  bool quorate() const { return members_.size() * 2 > expected_nodes_; }
+  const std::vector<NodeId>& members() const { return members_; }
+  const std::map<std::string, VolumeState>& volumes() const { return volumes_; }
+  const VolumeState* volume(const std::string& name) const;
+  bool PathHealthy(NodeId node, const std::string& volume) const;
+  bool OpenFailed(NodeId node, const std::string& volume) const;
+  bool IsMember(NodeId node) const;
+  ElectionInput InputFor(const VolumeState& v) const;
+
+ private:
+  ApplyResult ElectAll();
+  void SetCoordinator(VolumeState* v, NodeId next, ApplyResult* result);
+
+  size_t expected_nodes_;
+  std::vector<NodeId> members_;
+  std::map<std::string, VolumeState> volumes_;
+  std::set<NodeVolume> healthy_paths_;
+  std::set<NodeVolume> open_failed_;
+};
+
+}  // namespace csv::core

@@ -1,0 +1,202 @@
+#include "core/state.h"
+
+#include <gtest/gtest.h>
+
+namespace csv::core {
+namespace {
+
+StateMsg Msg(MsgType type, std::string volume, NodeId node = 0, uint64_t epoch = 0,
+             bool healthy = false) {
+  StateMsg m;
+  m.type = type;
+  m.volume = std::move(volume);
+  m.node = node;
+  m.epoch = epoch;
+  m.healthy = healthy;
+  m.uuid[0] = 0xab;
+  return m;
+}
+
+// Three members, volume V1 added, every node's path healthy.
+ClusterState ThreeNodes() {
+  ClusterState s(3);
+  s.OnMembership({1, 2, 3});
+  s.Apply(1, Msg(MsgType::kVolumeAdd, "V1", 0));
+  for (NodeId n : {1, 2, 3}) s.Apply(n, Msg(MsgType::kPath, "V1", 0, 0, true));
+  return s;
+}
+
+TEST(StateTest, AddElectsLowestOnceAPathIsHealthy) {
+  ClusterState s(3);
+  s.OnMembership({1, 2, 3});
+  s.Apply(1, Msg(MsgType::kVolumeAdd, "V1"));
+  EXPECT_EQ(s.volume("V1")->coordinator, kNoNode);
+  auto r = s.Apply(2, Msg(MsgType::kPath, "V1", 0, 0, true));
+  ASSERT_EQ(r.changes.size(), 1u);
+  EXPECT_EQ(r.changes[0].new_coordinator, 2u);
+  EXPECT_EQ(s.volume("V1")->epoch, 1u);
+  s.Apply(1, Msg(MsgType::kPath, "V1", 0, 0, true));
+  EXPECT_EQ(s.volume("V1")->coordinator, 2u) << "the current coordinator is kept";
+}
+
+TEST(StateTest, EveryChangeBumpsTheEpoch) {
+  ClusterState s = ThreeNodes();
+  uint64_t e = s.volume("V1")->epoch;
+  EXPECT_EQ(s.volume("V1")->coordinator, 1u);
+  auto r = s.OnMembership({2, 3});
+  ASSERT_EQ(r.changes.size(), 1u);
+  EXPECT_EQ(r.changes[0].old_coordinator, 1u);
+  EXPECT_EQ(r.changes[0].new_coordinator, 2u);
+  EXPECT_EQ(s.volume("V1")->epoch, e + 1);
+  EXPECT_FALSE(s.volume("V1")->ready);
+  EXPECT_TRUE(s.volume("V1")->holders.empty()) << "a node that left holds nothing";
+}
+
+TEST(StateTest, QuorumLossStopsServing) {
+  ClusterState s = ThreeNodes();
+  uint64_t e = s.volume("V1")->epoch;
+  s.OnMembership({1});
+  EXPECT_FALSE(s.quorate());
+  EXPECT_EQ(s.volume("V1")->coordinator, kNoNode);
+  EXPECT_EQ(s.volume("V1")->epoch, e + 1);
+  EXPECT_TRUE(s.volume("V1")->holders.count(1)) << "node 1 must release before anyone mounts";
+}
+
+TEST(StateTest, PathLossMovesAndReadyWaitsForRelease) {
+  ClusterState s = ThreeNodes();
+  s.Apply(1, Msg(MsgType::kReady, "V1", 0, s.volume("V1")->epoch));
+  EXPECT_TRUE(s.volume("V1")->ready);
+  s.Apply(1, Msg(MsgType::kPath, "V1", 0, 0, false));
+  const VolumeState* v = s.volume("V1");
+  EXPECT_EQ(v->coordinator, 2u);
+  EXPECT_FALSE(v->ready);
+  s.Apply(2, Msg(MsgType::kReady, "V1", 0, v->epoch));
+  EXPECT_FALSE(v->ready) << "node 1 still holds the filesystem";
+  s.Apply(1, Msg(MsgType::kReleased, "V1"));
+  s.Apply(2, Msg(MsgType::kReady, "V1", 0, v->epoch));
+  EXPECT_TRUE(v->ready);
+}
+
+TEST(StateTest, ReadyForAStaleEpochIsIgnored) {
+  ClusterState s = ThreeNodes();
+  s.Apply(1, Msg(MsgType::kReady, "V1", 0, s.volume("V1")->epoch - 1));
+  EXPECT_FALSE(s.volume("V1")->ready);
+  s.Apply(2, Msg(MsgType::kReady, "V1", 0, s.volume("V1")->epoch));
+  EXPECT_FALSE(s.volume("V1")->ready) << "only the coordinator announces READY";
+}
+
+TEST(StateTest, MoveToNodeAndToNext) {
+  ClusterState s = ThreeNodes();
+  auto r = s.Apply(2, Msg(MsgType::kMove, "V1", 3));
+  EXPECT_TRUE(r.error.empty());
+  EXPECT_EQ(s.volume("V1")->coordinator, 3u);
+  EXPECT_TRUE(s.volume("V1")->holders.count(1));
+  s.Apply(2, Msg(MsgType::kMove, "V1", 0));
+  EXPECT_EQ(s.volume("V1")->coordinator, 1u);
+  s.Apply(2, Msg(MsgType::kPath, "V1", 0, 0, false));
+  r = s.Apply(1, Msg(MsgType::kMove, "V1", 2));
+  EXPECT_FALSE(r.error.empty()) << "a node without a path cannot be the target";
+  EXPECT_EQ(s.volume("V1")->coordinator, 1u);
+}
+
+TEST(StateTest, PreferredOwnerWinsWhenCoordinatorFails) {
+  ClusterState s(3);
+  s.OnMembership({1, 2, 3});
+  s.Apply(1, Msg(MsgType::kVolumeAdd, "V1", 3));
+  for (NodeId n : {1, 2, 3}) s.Apply(n, Msg(MsgType::kPath, "V1", 0, 0, true));
+  EXPECT_EQ(s.volume("V1")->coordinator, 1u) << "kept: 1 was healthy first";
+  s.OnMembership({2, 3});
+  EXPECT_EQ(s.volume("V1")->coordinator, 3u);
+}
+
+TEST(StateTest, OpenFailureExcludesNodeUntilMembershipChanges) {
+  ClusterState s = ThreeNodes();
+  s.Apply(1, Msg(MsgType::kOpenFailed, "V1", 0, s.volume("V1")->epoch));
+  EXPECT_EQ(s.volume("V1")->coordinator, 2u);
+}
+
+TEST(StateTest, AddConflicts) {
+  ClusterState s = ThreeNodes();
+  StateMsg other = Msg(MsgType::kVolumeAdd, "V1");
+  other.uuid[0] = 0xcd;
+  EXPECT_FALSE(s.Apply(1, other).error.empty());
+  EXPECT_FALSE(s.Apply(1, Msg(MsgType::kVolumeAdd, "V2")).error.empty()) << "same UUID";
+  EXPECT_TRUE(s.Apply(1, Msg(MsgType::kVolumeRemove, "V1")).error.empty());
+  EXPECT_EQ(s.volume("V1"), nullptr);
+}
+
+TEST(StateTest, SyncMakesJoinerIdentical) {
+  ClusterState a = ThreeNodes();
+  a.Apply(1, Msg(MsgType::kMove, "V1", 2));
+  std::vector<uint8_t> wire = EncodeStateMsg(a.Snapshot());
+  StateMsg decoded;
+  std::string error;
+  ASSERT_TRUE(DecodeStateMsg(wire, &decoded, &error)) << error;
+  ClusterState b(3);
+  b.OnMembership({1, 2, 3});
+  b.Adopt(decoded);
+  EXPECT_EQ(a.volumes(), b.volumes());
+  EXPECT_TRUE(b.PathHealthy(3, "V1"));
+}
+
+TEST(StateWireTest, RoundTrip) {
+  StateMsg m = Msg(MsgType::kPath, "Volume1", 7, 42, true);
+  m.origin_seq = 0x1122334455667788ull;
+  auto wire = EncodeStateMsg(m);
+  EXPECT_EQ(wire[0], 'C');  // explicit little-endian magic
+  StateMsg d;
+  std::string error;
+  ASSERT_TRUE(DecodeStateMsg(wire, &d, &error)) << error;
+  EXPECT_EQ(d.type, MsgType::kPath);
+  EXPECT_EQ(d.volume, "Volume1");
+  EXPECT_EQ(d.node, 7u);
+  EXPECT_EQ(d.epoch, 42u);
+  EXPECT_TRUE(d.healthy);
+  EXPECT_EQ(d.origin_seq, m.origin_seq);
+  EXPECT_EQ(d.uuid, m.uuid);
+}
+
+TEST(StateWireTest, RefusesEveryTruncation) {
+  ClusterState a = ThreeNodes();
+  for (auto wire : {EncodeStateMsg(a.Snapshot()), EncodeStateMsg(Msg(MsgType::kMove, "V", 2))}) {
+    StateMsg d;
+    std::string error;
+    for (size_t n = 0; n < wire.size(); ++n)
+      EXPECT_FALSE(DecodeStateMsg(std::span(wire.data(), n), &d, &error)) << n;
+    wire.push_back(0);
+    EXPECT_FALSE(DecodeStateMsg(wire, &d, &error));
+  }
+}
+
+TEST(StateWireTest, RefusesBadHeaderFields) {
+  auto wire = EncodeStateMsg(Msg(MsgType::kReady, "V", 0, 1));
+  StateMsg d;
+  std::string error;
+  auto bad = wire;
+  bad[4] = 2;  // version
+  EXPECT_FALSE(DecodeStateMsg(bad, &d, &error));
+  bad = wire;
+  bad[6] = 0x7f;  // type
+  EXPECT_FALSE(DecodeStateMsg(bad, &d, &error));
+  bad = wire;
+  bad[0] ^= 1;  // magic
+  EXPECT_FALSE(DecodeStateMsg(bad, &d, &error));
+  bad = wire;
+  bad.back() = 2;  // a flag that is not 0 or 1
+  EXPECT_FALSE(DecodeStateMsg(bad, &d, &error));
+}
+
+TEST(StateWireTest, RandomBytesNeverCrash) {
+  std::vector<uint8_t> b(200);
+  uint32_t x = 12345;
+  StateMsg d;
+  std::string error;
+  for (int i = 0; i < 20000; ++i) {
+    for (auto& c : b) c = static_cast<uint8_t>((x = x * 1103515245 + 12345) >> 16);
+    b[0] = 'C', b[1] = 'S', b[2] = 'V', b[3] = 'S', b[4] = 1, b[5] = 0;
+    (void)DecodeStateMsg(std::span(b.data(), x % b.size()), &d, &error);
+  }
+}
+
+}  // namespace
+}  // namespace csv::core

@@ -15,6 +15,7 @@
 
 #include <linux/fs.h>
 #include <linux/wait.h>
+#include <linux/workqueue.h>
 #include <net/genetlink.h>
 #include <uapi/linux/csvfs.h>
 
@@ -109,8 +110,7 @@ struct csvfs_in_arg {
 /* Flags of struct csvfs_out_arg. */
 #define CSVFS_OUT_OPTIONAL	(1U << 0)	/* may be absent */
 #define CSVFS_OUT_VARLEN	(1U << 1)	/* up to size bytes */
-#define CSVFS_OUT_HANDLE	(1U << 2)	/* a file handle: value is
-						 * struct csvfs_handle */
+#define CSVFS_OUT_HANDLE	(1U << 2)	/* into struct csvfs_handle */
 
 struct csvfs_out_arg {
 	u16		type;
@@ -168,6 +168,7 @@ int csvfs_request_async(u32 sb_id, unsigned long timeout,
 			struct csvfs_args *args);
 int csvfs_request_reply(struct genl_info *info);
 void csvfs_requests_resend(void);
+void csvfs_queue_work(struct work_struct *work);
 
 static inline int csvfs_sb_request(struct super_block *sb,
 				   struct csvfs_args *args)
@@ -181,6 +182,7 @@ int csvfs_netlink_init(void);
 void csvfs_netlink_exit(void);
 bool csvfs_daemon_registered(void);
 u32 csvfs_daemon_port(unsigned int *gen);
+unsigned int csvfs_daemon_gen(void);
 
 /* super.c */
 extern struct file_system_type csvfs_fs_type;
@@ -193,6 +195,9 @@ void csvfs_invalidate(u32 sb_id, u32 flags, const struct csvfs_handle *fh,
 extern const struct dentry_operations csvfs_dentry_ops;
 extern const struct xattr_handler *csvfs_xattr_handlers[];
 int csvfs_handle_check(const struct csvfs_handle *fh);
+struct inode *csvfs_ilookup(struct super_block *sb,
+			    const struct csvfs_handle *fh);
+void csvfs_dentry_expire(struct dentry *dentry);
 struct inode *csvfs_iget(struct super_block *sb, const struct csvfs_handle *fh,
 			 const struct csvfs_attr *attr);
 void csvfs_set_attr(struct inode *inode, const struct csvfs_attr *attr);
@@ -205,8 +210,10 @@ int csvfs_setattr_req(struct inode *inode, const struct csvfs_setattr *sa,
 extern const struct file_operations csvfs_file_fops;
 extern const struct file_operations csvfs_dir_fops;
 extern const struct address_space_operations csvfs_aops;
-int csvfs_open_req(struct inode *inode, struct file *file, u32 flags);
 int csvfs_file_attach(struct inode *inode, struct file *file, u64 open_id);
+void csvfs_file_detach(struct inode *inode, struct file *file);
 void csvfs_release_req(struct inode *inode, u64 open_id);
+void csvfs_release_req_fh(struct super_block *sb,
+			  const struct csvfs_handle *fh, u64 open_id);
 
 #endif /* _CSVFS_H */

@@ -12,10 +12,15 @@ static int __init csvfs_init(void)
 {
 	int ret;
 
-	ret = csvfs_netlink_init();
+	ret = csvfs_inode_cache_init();
 	if (ret)
 		return ret;
-
+	ret = csvfs_request_init();
+	if (ret)
+		goto out_cache;
+	ret = csvfs_netlink_init();
+	if (ret)
+		goto out_request;
 	ret = register_filesystem(&csvfs_fs_type);
 	if (ret)
 		goto out_netlink;
@@ -26,6 +31,10 @@ static int __init csvfs_init(void)
 
 out_netlink:
 	csvfs_netlink_exit();
+out_request:
+	csvfs_request_exit();
+out_cache:
+	csvfs_inode_cache_exit();
 	return ret;
 }
 
@@ -33,6 +42,8 @@ static void __exit csvfs_exit(void)
 {
 	unregister_filesystem(&csvfs_fs_type);
 	csvfs_netlink_exit();
+	csvfs_request_exit();
+	csvfs_inode_cache_exit();
 }
 
 module_init(csvfs_init);

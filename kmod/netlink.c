@@ -4,7 +4,11 @@
  *
  * The attribute policy is expanded from CSVFS_ATTR_TABLE in the uapi
  * header, the single source of the attribute set shared with the daemon.
- * Every operation needs CAP_NET_ADMIN (GENL_ADMIN_PERM).
+ * Every operation needs CAP_NET_ADMIN (GENL_ADMIN_PERM), every message is
+ * validated strictly against the policy, and only the registered daemon
+ * may answer requests or push events.
+ *
+ * Handlers run under genl_mutex: they never wait for a request.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -28,18 +32,57 @@ static const struct nla_policy csvfs_policy[CSVFS_A_MAX + 1] = {
 #undef CSVFS_X_POLICY
 };
 
-/* The daemon that answers requests; 0 when none is registered. */
+/*
+ * The daemon that answers requests; port 0 when none is registered. The
+ * generation changes whenever a daemon registers or goes away, so that
+ * waiting requests know to send themselves again.
+ */
 static DEFINE_MUTEX(csvfs_daemon_lock);
-static u32 csvfs_daemon_portid;	/* guarded by csvfs_daemon_lock */
+static u32 csvfs_daemon_portid;		/* guarded by csvfs_daemon_lock */
+static unsigned int csvfs_daemon_generation;	/* written under the lock */
+
+u32 csvfs_daemon_port(unsigned int *gen)
+{
+	u32 port;
+
+	mutex_lock(&csvfs_daemon_lock);
+	port = csvfs_daemon_portid;
+	*gen = csvfs_daemon_generation;
+	mutex_unlock(&csvfs_daemon_lock);
+	return port;
+}
+
+unsigned int csvfs_daemon_gen(void)
+{
+	return READ_ONCE(csvfs_daemon_generation);
+}
 
 bool csvfs_daemon_registered(void)
 {
-	bool registered;
+	unsigned int gen;
+
+	return csvfs_daemon_port(&gen) != 0;
+}
+
+static void csvfs_daemon_set(u32 port)
+{
+	mutex_lock(&csvfs_daemon_lock);
+	csvfs_daemon_portid = port;
+	WRITE_ONCE(csvfs_daemon_generation, csvfs_daemon_generation + 1);
+	mutex_unlock(&csvfs_daemon_lock);
+	csvfs_requests_resend();
+}
+
+static bool csvfs_from_daemon(struct genl_info *info)
+{
+	bool ok;
 
 	mutex_lock(&csvfs_daemon_lock);
-	registered = csvfs_daemon_portid != 0;
+	ok = csvfs_daemon_portid && info->snd_portid == csvfs_daemon_portid;
 	mutex_unlock(&csvfs_daemon_lock);
-	return registered;
+	if (!ok)
+		GENL_SET_ERR_MSG(info, "csvfs: not the registered daemon");
+	return ok;
 }
 
 static int csvfs_nl_hello(struct sk_buff *skb, struct genl_info *info)
@@ -55,28 +98,81 @@ static int csvfs_nl_hello(struct sk_buff *skb, struct genl_info *info)
 		return -EPROTO;
 	}
 
-	mutex_lock(&csvfs_daemon_lock);
-	csvfs_daemon_portid = info->snd_portid;
-	mutex_unlock(&csvfs_daemon_lock);
+	csvfs_daemon_set(info->snd_portid);
 	pr_info("daemon registered (port %u)\n", info->snd_portid);
 	return 0;
 }
 
 static int csvfs_nl_reply(struct sk_buff *skb, struct genl_info *info)
 {
-	bool from_daemon;
-
-	mutex_lock(&csvfs_daemon_lock);
-	from_daemon = csvfs_daemon_portid &&
-		      info->snd_portid == csvfs_daemon_portid;
-	mutex_unlock(&csvfs_daemon_lock);
-	if (!from_daemon)
+	if (!csvfs_from_daemon(info))
 		return -EPERM;
 	if (GENL_REQ_ATTR_CHECK(info, CSVFS_A_REQ_ID) ||
 	    GENL_REQ_ATTR_CHECK(info, CSVFS_A_ERRNO))
 		return -EINVAL;
-	/* No request is ever outstanding in this version. */
-	return -ENOENT;
+	return csvfs_request_reply(info);
+}
+
+/* Copy a file handle attribute, if present; -EINVAL if malformed. */
+static int csvfs_nl_handle(struct genl_info *info, int type,
+			   struct csvfs_handle *fh, bool *present)
+{
+	struct nlattr *nla = info->attrs[type];
+
+	*present = nla != NULL;
+	if (!nla)
+		return 0;
+	if (nla_len(nla) > sizeof(fh->data))
+		return -EINVAL;
+	fh->size = nla_len(nla);
+	memcpy(fh->data, nla_data(nla), fh->size);
+	return csvfs_handle_check(fh);
+}
+
+/*
+ * CSVFS_CMD_INVALIDATE: SB_ID, INVAL_FLAGS and FH (attributes, data) or
+ * PARENT_FH + NAME (a dentry). The work is done later, outside genl_mutex.
+ */
+static int csvfs_nl_invalidate(struct sk_buff *skb, struct genl_info *info)
+{
+	struct csvfs_handle *fh, *parent;
+	bool has_fh, has_parent;
+	const char *name = NULL;
+	int ret;
+
+	if (!csvfs_from_daemon(info))
+		return -EPERM;
+	if (GENL_REQ_ATTR_CHECK(info, CSVFS_A_SB_ID) ||
+	    GENL_REQ_ATTR_CHECK(info, CSVFS_A_INVAL_FLAGS))
+		return -EINVAL;
+
+	fh = kmalloc(sizeof(*fh), GFP_KERNEL);
+	parent = kmalloc(sizeof(*parent), GFP_KERNEL);
+	ret = -ENOMEM;
+	if (!fh || !parent)
+		goto out;
+	ret = csvfs_nl_handle(info, CSVFS_A_FH, fh, &has_fh);
+	if (!ret)
+		ret = csvfs_nl_handle(info, CSVFS_A_PARENT_FH, parent,
+				      &has_parent);
+	if (ret) {
+		GENL_SET_ERR_MSG(info, "csvfs: malformed file handle");
+		goto out;
+	}
+	if (info->attrs[CSVFS_A_NAME])
+		name = nla_data(info->attrs[CSVFS_A_NAME]);
+	if (!has_fh && !(has_parent && name)) {
+		GENL_SET_ERR_MSG(info, "csvfs: FH or PARENT_FH and NAME needed");
+		ret = -EINVAL;
+		goto out;
+	}
+	csvfs_invalidate(nla_get_u32(info->attrs[CSVFS_A_SB_ID]),
+			 nla_get_u32(info->attrs[CSVFS_A_INVAL_FLAGS]),
+			 has_fh ? fh : NULL, has_parent ? parent : NULL, name);
+out:
+	kfree(fh);
+	kfree(parent);
+	return ret;
 }
 
 static const struct genl_small_ops csvfs_genl_ops[] = {
@@ -90,22 +186,36 @@ static const struct genl_small_ops csvfs_genl_ops[] = {
 		.doit	= csvfs_nl_reply,
 		.flags	= GENL_ADMIN_PERM,
 	},
+	{
+		.cmd	= CSVFS_CMD_INVALIDATE,
+		.doit	= csvfs_nl_invalidate,
+		.flags	= GENL_ADMIN_PERM,
+	},
 };
 
 static int csvfs_nl_notify(struct notifier_block *nb, unsigned long state,
 			   void *ptr)
 {
 	struct netlink_notify *n = ptr;
+	bool gone = false;
 
-	if (state != NETLINK_URELEASE || n->protocol != NETLINK_GENERIC)
+	if (state != NETLINK_URELEASE || n->protocol != NETLINK_GENERIC ||
+	    !net_eq(n->net, &init_net))
 		return NOTIFY_DONE;
 
 	mutex_lock(&csvfs_daemon_lock);
-	if (n->portid == csvfs_daemon_portid) {
+	if (csvfs_daemon_portid && n->portid == csvfs_daemon_portid) {
 		csvfs_daemon_portid = 0;
-		pr_info("daemon gone (port %u)\n", n->portid);
+		WRITE_ONCE(csvfs_daemon_generation,
+			   csvfs_daemon_generation + 1);
+		gone = true;
 	}
 	mutex_unlock(&csvfs_daemon_lock);
+	if (gone) {
+		pr_info("daemon gone (port %u); requests wait for the next\n",
+			n->portid);
+		csvfs_requests_resend();
+	}
 	return NOTIFY_DONE;
 }
 

@@ -27,11 +27,11 @@
 #define CSVFS_UNMOUNT_TIMEOUT	(10 * HZ)
 
 #define csvfs_err(sb, fmt, ...)						\
-	pr_err("csvfs (%s): " fmt "\n", (sb)->s_id, ##__VA_ARGS__)
+	pr_err("%s: " fmt "\n", (sb)->s_id, ##__VA_ARGS__)
 #define csvfs_warn(sb, fmt, ...)					\
-	pr_warn_ratelimited("csvfs (%s): " fmt "\n", (sb)->s_id, ##__VA_ARGS__)
+	pr_warn_ratelimited("%s: " fmt "\n", (sb)->s_id, ##__VA_ARGS__)
 #define csvfs_info(sb, fmt, ...)					\
-	pr_info("csvfs (%s): " fmt "\n", (sb)->s_id, ##__VA_ARGS__)
+	pr_info("%s: " fmt "\n", (sb)->s_id, ##__VA_ARGS__)
 
 /*
  * A coordinator file handle in its wire form: struct csvfs_fh followed by

@@ -31,11 +31,11 @@ def record(key, value):
         json.dump(TIMINGS, f, indent=1)
 
 
-def dd_read(lab, node, block):
+def dd_read(lab, node, block, timeout=60):
     """O_DIRECT read of 4 KiB block BLOCK of the shared disk on NODE."""
     return lab.exec(node, f"dd if={lab.disk_path()} of=/tmp/read bs=4096 count=1 "
                           f"skip={block} iflag=direct status=none && sha256sum < /tmp/read",
-                    timeout=60)
+                    timeout=timeout)
 
 
 def test_boot(lab):
@@ -122,6 +122,21 @@ def test_cut_path(lab):
     assert not lab.path_is_cut("node3")
     healed = dd_read(lab, "node3", 100)
     assert healed.stderr == "" and healed.stdout == dd_read(lab, "node1", 100).stdout
+
+
+def test_hung_path(lab):
+    lab.cut_path("node3", hang=True)
+    try:
+        assert lab.path_is_cut("node3")
+        stuck = dd_read(lab, "node3", 100, timeout=5)
+        assert stuck.timed_out, str(stuck)
+        assert dd_read(lab, "node1", 100).ok
+    finally:
+        lab.heal_path("node3")
+    # The stalled read completes once the path is back; then I/O works again.
+    wait_until(lambda: "dd if" not in lab.sh("node3", "ps -eo stat,args | grep '^D'"),
+               60, "the stuck dd on node3 to finish")
+    assert dd_read(lab, "node3", 100).stdout == dd_read(lab, "node1", 100).stdout
 
 
 def test_partition_node3(lab):

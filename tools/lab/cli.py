@@ -109,16 +109,17 @@ def parser():
             ("restart", "restart", "power-cycle a node"),
             ("partition", "partition", "cut a node off the network"),
             ("heal", "heal", "undo partition"),
-            ("heal-path", "heal_path", "undo cut-path"),
+            ("heal-path", "heal_path", "undo cut-path (either kind)"),
             ("clear-delay", "clear_delay", "undo delay")):
         s = sub.add_parser(name, help=helptext)
         s.add_argument("node")
         s.set_defaults(func=node_action(method))
 
-    cut = sub.add_parser("cut-path", help="fail a node's shared disk I/O (EIO)")
+    cut = sub.add_parser("cut-path", help="fail (EIO) or --hang a node's shared disk I/O")
     cut.add_argument("node")
     cut.add_argument("--disk", type=int, default=None)
-    cut.set_defaults(func=node_action("cut_path", disk=None))
+    cut.add_argument("--hang", action="store_true", help="I/O never completes until heal-path")
+    cut.set_defaults(func=node_action("cut_path", disk=None, hang=None))
 
     d = sub.add_parser("delay", help="netem delay/loss on a node's interface")
     d.add_argument("node")

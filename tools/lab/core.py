@@ -102,6 +102,7 @@ class Lab:
         self.subnet = subnet_of(name)
         self.kver = None
         self.timings = {}
+        self.allowed_problems = []
 
     # ---------------------------------------------------------------- naming
 
@@ -356,37 +357,81 @@ class Lab:
         self._start_vm(node)
         self.wait_ready([node], timeout)
 
-    def cut_path(self, node, disk=None):
-        """Make NODE's shared disk(s) fail every read and write with EIO.
+    def cut_path(self, node, disk=None, hang=False):
+        """Make NODE's shared disk(s) fail every read and write with EIO,
+        or with HANG=True never complete them (a hung path; heal_path
+        lets them complete).
 
-        Host side (QMP), invisible to the guest as a device change: a blkdebug
-        node is put between the raw node and the file. iotype is set on each
-        rule so flushes still succeed and heal_path can reopen (LAB-NOTES).
+        Host side (QMP), invisible to the guest as a device change: a node is
+        put between the raw node and the image file. For errors a blkdebug
+        node, with iotype set on each rule so flushes still succeed and
+        heal_path can reopen (LAB-NOTES). For a hang an NBD client node whose
+        server (qemu-nbd on the same image) is SIGSTOPped.
         """
-        sock = self._path(node, "qmp.sock")
         for k in self._disks(disk):
-            rules = [{"event": "read_aio", "iotype": "read", "errno": 5},
-                     {"event": "write_aio", "iotype": "write", "errno": 5}]
-            qmp(sock, "blockdev-add", driver="blkdebug", **{"node-name": f"cut{k}"},
-                image=f"f{k}", **{"inject-error": rules})
-            qmp(sock, "blockdev-reopen",
-                options=[{"driver": "raw", "node-name": f"d{k}", "file": f"cut{k}"}])
+            if hang:
+                self._start_hung_nbd(node, k)
+                child = f"hang{k}"
+            else:
+                rules = [{"event": "read_aio", "iotype": "read", "errno": 5},
+                         {"event": "write_aio", "iotype": "write", "errno": 5}]
+                self._qmp(node, "blockdev-add", driver="blkdebug", image=f"f{k}",
+                          **{"node-name": f"cut{k}", "inject-error": rules})
+                child = f"cut{k}"
+            self._qmp(node, "blockdev-reopen",
+                      options=[{"driver": "raw", "node-name": f"d{k}", "file": child}])
+            if hang:
+                os.kill(self._nbd_pid(node, k), signal.SIGSTOP)
+
+    def _start_hung_nbd(self, node, k):
+        """qemu-nbd serving disk K to NODE's qemu over a unix socket in the run dir."""
+        sock = self._path(node, f"nbd{k}.sock")
+        image = (f"driver=raw,file.driver=file,file.filename={self._disk_image(k)},"
+                 "file.locking=off,file.aio=threads,file.cache.direct=on")
+        # The export name carries the marker so that down() finds the process.
+        proc = subprocess.run(["qemu-nbd", "--fork", "--persistent", "--shared=0",
+                               "--image-opts", image, "-x", self._marker(node),
+                               "-k", sock, "--pid-file", self._path(node, f"nbd{k}.pid")],
+                              capture_output=True, text=True)
+        if proc.returncode:
+            raise LabError(f"qemu-nbd for {self.node_name(node)} failed: {proc.stderr.strip()}")
+        self._qmp(node, "blockdev-add", driver="nbd", export=self._marker(node),
+                  server={"type": "unix", "path": sock}, **{"node-name": f"hang{k}"})
+
+    def _nbd_pid(self, node, k):
+        with open(self._path(node, f"nbd{k}.pid")) as f:
+            return int(f.read().strip())
 
     def heal_path(self, node, disk=None):
-        """Undo cut_path: reopen the raw node on the file, drop the blkdebug node."""
-        sock = self._path(node, "qmp.sock")
-        present = {n["node-name"] for n in qmp(sock, "query-named-block-nodes")}
+        """Undo cut_path: reopen the raw node on the file, drop the filter node."""
+        present = self._block_nodes(node)
         for k in self._disks(disk):
-            if f"cut{k}" not in present:
-                continue  # never cut, or the VM restarted since
-            qmp(sock, "blockdev-reopen",
-                options=[{"driver": "raw", "node-name": f"d{k}", "file": f"f{k}"}])
-            qmp(sock, "blockdev-del", **{"node-name": f"cut{k}"})
+            if f"hang{k}" in present:
+                # Let the stalled requests complete first: reopen drains them.
+                pid = self._nbd_pid(node, k)
+                os.kill(pid, signal.SIGCONT)
+            for child in (f"cut{k}", f"hang{k}"):
+                if child not in present:
+                    continue  # never cut, or the VM restarted since
+                self._qmp(node, "blockdev-reopen",
+                          options=[{"driver": "raw", "node-name": f"d{k}", "file": f"f{k}"}])
+                self._qmp(node, "blockdev-del", **{"node-name": child})
+            if f"hang{k}" in present:
+                os.kill(pid, signal.SIGTERM)
+                wait_until(lambda: not pid_alive(pid, self._marker(node)), 30,
+                           f"qemu-nbd of {self.node_name(node)} to exit", 0.05)
+                os.unlink(self._path(node, f"nbd{k}.pid"))
 
     def path_is_cut(self, node, disk=0):
-        present = {n["node-name"] for n in
-                   qmp(self._path(node, "qmp.sock"), "query-named-block-nodes")}
-        return f"cut{disk}" in present
+        """True while disk DISK of NODE fails (cut) or hangs."""
+        present = self._block_nodes(node)
+        return f"cut{disk}" in present or f"hang{disk}" in present
+
+    def _block_nodes(self, node):
+        return {n["node-name"] for n in self._qmp(node, "query-named-block-nodes")}
+
+    def _qmp(self, node, command, **arguments):
+        return qmp(self._path(node, "qmp.sock"), command, **arguments)
 
     def _disks(self, disk):
         if disk is None:
@@ -478,14 +523,21 @@ class Lab:
 
     # ----------------------------------------------------------- inspection
 
+    def allow_kernel_log(self, regex):
+        """Stop reporting console lines matching REGEX (e.g. a hung-task warning
+        that a test provokes on purpose with cut_path(hang=True))."""
+        self.allowed_problems.append(re.compile(regex))
+
     def kernel_log_problems(self, node=None):
-        """Oops/BUG/WARNING/GPF/lockup/hung-task lines of the console logs."""
+        """Oops/BUG/WARNING/GPF/lockup/hung-task lines of the console logs,
+        as "nodeN: line", minus those allowed with allow_kernel_log."""
         problems = []
         for n in [node] if node else self.nodes:
             try:
                 with open(self.console_log(n), errors="replace") as f:
-                    problems += [f"{self.node_name(n)}: {line.rstrip()}"
-                                 for line in f if KERNEL_PROBLEMS.search(line)]
+                    problems += [f"{self.node_name(n)}: {line.rstrip()}" for line in f
+                                 if KERNEL_PROBLEMS.search(line)
+                                 and not any(a.search(line) for a in self.allowed_problems)]
             except FileNotFoundError:
                 pass
         return problems

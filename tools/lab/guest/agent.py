@@ -96,12 +96,20 @@ def run(req):
             pass
     start = time.monotonic()
     out, timed_out = collect(proc, start + timeout)
+    rc = None
     if timed_out:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    rc = proc.wait()
+        try:
+            rc = proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            # Stuck in D state (e.g. I/O on a hung path): report now, reap later.
+            spawned.append(proc)
+            rc = -signal.SIGKILL
+    if rc is None:
+        rc = proc.wait()
     stdout = bytes(out[proc.stdout.fileno()]).decode(errors="replace")
     stderr = bytes(out[proc.stderr.fileno()]).decode(errors="replace")
     proc.stdout.close()

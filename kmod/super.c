@@ -11,6 +11,7 @@
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/backing-dev.h>
 #include <linux/blkdev.h>
 #include <linux/fs_context.h>
 #include <linux/fs_parser.h>
@@ -211,6 +212,10 @@ static int csvfs_fill_super(struct super_block *sb, struct fs_context *fc)
 	snprintf(sb->s_id, sizeof(sb->s_id), "%s", sbi->volume);
 
 	ret = csvfs_sb_register(fc, sbi);
+	if (ret)
+		return ret;
+	/* writeback of mmap'ed pages needs a bdi of our own */
+	ret = super_setup_bdi(sb);
 	if (ret)
 		return ret;
 

@@ -1,59 +1,12 @@
-"""pytest fixtures for tests that need a running csvlab cluster.
+"""The `lab` fixture (a running csvlab cluster, module scope) for these tests.
 
-    def test_something(lab):          # 3 nodes, 1 shared disk, module scope
-        lab.sh("node1", "uname -r")
-
-A module picks another shape with
-    pytestmark = pytest.mark.lab(nodes=2, disks=2, disk_size="4G")
-The lab is torn down at the end of the module; its kernel logs must be free
-of Oops/BUG/WARNING/lockup lines, or the module errors. Logs are kept under
-lab-runs/<name>/ when a test failed or CSVLAB_KEEP_LOGS=1.
+Defined in tools/lab/pytest_plugin.py so other test directories can import
+it the same way; see that module and docs/lab.md.
 """
 import os
 import sys
 
-import pytest
-
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "tools"))
 
-from lab import Lab  # noqa: E402
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "lab(nodes=3, disks=1, disk_size='2G'): "
-                                       "shape of the csvlab cluster of the module")
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    report = (yield).get_result()
-    if report.failed:
-        item.module.__dict__["_csvlab_failed"] = True
-
-
-def lab_name(module):
-    """Unique per pytest process and module, short enough for netns names."""
-    stem = os.path.splitext(os.path.basename(module.__file__))[0].replace("test_", "")
-    stem = "".join(c for c in stem.lower() if c.isalnum())[:6]
-    return f"t{os.getpid() % 100000}-{stem}"
-
-
-@pytest.fixture(scope="module")
-def lab(request):
-    if os.geteuid() != 0:
-        pytest.skip("csvlab needs root")
-    marker = request.node.get_closest_marker("lab")
-    shape = dict(nodes=3, disks=1, disk_size="2G")
-    shape.update(marker.kwargs if marker else {})
-    cluster = Lab(lab_name(request.module), **shape)
-    cluster.down()  # a leftover of a crashed run with the same name
-    cluster.up()
-    yield cluster
-    problems = cluster.kernel_log_problems()
-    failed = request.module.__dict__.get("_csvlab_failed", False)
-    keep = bool(problems or failed or os.environ.get("CSVLAB_KEEP_LOGS"))
-    cluster.down(keep_logs=keep)
-    if problems:
-        pytest.fail("kernel log problems (logs kept in %s):\n%s"
-                    % (cluster.run_dir, "\n".join(problems)), pytrace=False)
+from lab.pytest_plugin import lab, pytest_configure, pytest_runtest_makereport  # noqa: E402,F401

@@ -134,7 +134,7 @@ def test_hung_path(lab):
     finally:
         lab.heal_path("node3")
     # The stalled read completes once the path is back; then I/O works again.
-    wait_until(lambda: "dd if" not in lab.sh("node3", "ps -eo stat,args | grep '^D'"),
+    wait_until(lambda: "dd if" not in lab.exec("node3", "ps -eo stat,args | grep '^D'").stdout,
                60, "the stuck dd on node3 to finish")
     assert dd_read(lab, "node3", 100).stdout == dd_read(lab, "node1", 100).stdout
 

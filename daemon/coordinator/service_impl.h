@@ -5,8 +5,10 @@
 //   data_ops.cc     OPEN/RELEASE/FSYNC, READ/WRITE, BLOCK_*, FALLOCATE, LSEEK
 //   state_ops.cc    LAYOUT_*, LEASE_*, LOCK, recalls and breaks
 //
-// Lock order: a KeyGate (layout_gate_, then lease_gate_) before mu_. mu_ is
-// never held across a syscall that blocks on I/O or across call_node.
+// Lock order: the per-file gates are never held together (leases are
+// broken before the layout gate is entered) and are taken before mu_. mu_
+// is never held across a syscall that blocks on I/O or across call_node.
+// Close() must not race with Handle(): the core drains its pool first.
 #pragma once
 
 #include <sys/stat.h>

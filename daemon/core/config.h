@@ -1,0 +1,34 @@
+// csvd's configuration: a JSON file (--config), some fields overridable by
+// flags. See docs/daemon.md for every field.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/peer.h"
+
+namespace csv::core {
+
+struct Config {
+  NodeId node_id = kNoNode;        // kNoNode: Corosync's local node id
+  std::vector<PeerAddress> nodes;  // every node of the cluster, with its address
+  std::string key_file = "/etc/csvfs/cluster.key";
+  std::string state_dir = "/var/lib/csvd";
+  std::string run_dir = "/run/csvd";
+  std::string control_socket;  // default run_dir/control.sock
+  std::string test_socket;     // default: none (the test channel is off)
+  std::string group = "csvd";  // CPG group name
+  int workers = 4;
+  int path_interval_ms = 1000;
+  int path_timeout_ms = 3000;
+  int call_timeout_ms = 10000;  // coordinator-initiated calls (recalls)
+  std::string path_fault_file;  // test seam: while it exists, probes fail
+  bool kernel = true;           // look for csvfs.ko's genl family
+  bool private_mounts = true;   // unshare the mount namespace at start
+};
+
+// Parses a config file; false with *error naming the bad field.
+bool LoadConfig(const std::string& path, Config* config, std::string* error);
+
+}  // namespace csv::core

@@ -1,0 +1,1056 @@
+#include "core/daemon.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <future>
+
+#include "core/auth.h"
+#include "core/blockdev.h"
+#include "core/frame_conn.h"
+#include "core/log.h"
+
+namespace csv::core {
+namespace {
+
+using json = nlohmann::json;
+using UnixConn = FrameConn<asio::local::stream_protocol::socket>;
+
+constexpr auto kRebroadcast = std::chrono::milliseconds(1000);
+constexpr auto kHeldRetry = std::chrono::milliseconds(100);
+constexpr auto kControlTimeout = std::chrono::seconds(15);
+constexpr auto kSyncFallback = std::chrono::seconds(3);
+
+const char* ModeName(uint32_t m) {
+  switch (m) {
+    case CSVFS_IO_DIRECT:
+      return "Direct";
+    case CSVFS_IO_BLOCK_REDIRECTED:
+      return "BlockRedirected";
+    case CSVFS_IO_FILE_REDIRECTED:
+      return "FileRedirected";
+    case CSVFS_IO_PAUSED:
+      return "Paused";
+  }
+  return "?";
+}
+
+const char* ReasonName(uint32_t r) {
+  static const char* names[] = {"none",      "user request",   "no path",
+                                "backup",    "lease conflict", "unsupported filesystem",
+                                "no quorum", "failover"};
+  return r < std::size(names) ? names[r] : "?";
+}
+
+bool PeerIsRoot(int fd) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.uid == 0;
+}
+
+// Commands a local client may send (the rest are daemon <-> kernel only).
+bool IsClientRequest(int cmd) {
+  switch (cmd) {
+    case CSVFS_CMD_HELLO:
+    case CSVFS_CMD_REPLY:
+    case CSVFS_CMD_LAYOUT_RECALL:
+    case CSVFS_CMD_LEASE_BREAK:
+    case CSVFS_CMD_INVALIDATE:
+    case CSVFS_CMD_VOLUME_STATE:
+    case CSVFS_CMD_PATH_ERROR:
+    case CSVFS_CMD_UNMOUNT:
+    case CSVFS_CMD_DETACH:
+      return false;
+    default:
+      return true;
+  }
+}
+
+void LogException(const char* what, std::exception_ptr e) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    LOG(kWarning) << what << ": " << ex.what();
+  }
+}
+
+}  // namespace
+
+Daemon::Daemon(asio::io_context& io, Config config)
+    : io_(io),
+      config_(std::move(config)),
+      workers_(config_.workers),
+      state_(config_.nodes.size()),
+      retry_timer_(io),
+      probe_timer_(io) {}
+
+Daemon::~Daemon() { Stop(); }
+
+bool Daemon::Start(std::string* error) {
+  auto key = LoadClusterKey(config_.key_file, error);
+  if (!key) return false;
+  std::error_code fec;
+  std::filesystem::create_directories(config_.state_dir, fec);
+  std::filesystem::create_directories(config_.run_dir + "/mnt", fec);
+  if (config_.control_socket.empty()) config_.control_socket = config_.run_dir + "/control.sock";
+
+  Corosync::Callbacks cb;
+  cb.on_membership = [this](auto m, auto j, auto l) {
+    OnMembership(std::move(m), std::move(j), std::move(l));
+  };
+  cb.on_message = [this](NodeId s, std::span<const uint8_t> b) { OnStateMessage(s, b); };
+  cb.on_quorum = [this](bool q) { OnQuorum(q); };
+  cb.on_lost = [this](const std::string& why) {
+    LOG(kError) << why << "; stopping";
+    Stop();
+    io_.stop();
+  };
+  corosync_ = std::make_unique<Corosync>(io_, config_.group, std::move(cb));
+  self_ = config_.node_id;
+  // Volumes persisted by an earlier run seed the state until a sync.
+  LoadVolumes();
+  if (!corosync_->Start(error)) return false;
+  if (self_ == kNoNode) self_ = corosync_->local_node();
+  if (self_ != corosync_->local_node()) {
+    *error = "node_id " + std::to_string(self_) + " is not Corosync's local node id " +
+             std::to_string(corosync_->local_node());
+    return false;
+  }
+  SetLogNode(self_);
+  const PeerAddress* me = nullptr;
+  for (const auto& n : config_.nodes)
+    if (n.id == self_) me = &n;
+  if (!me) {
+    *error = "node " + std::to_string(self_) + " is not listed in the configuration's nodes";
+    return false;
+  }
+  PeerNet::Callbacks pcb;
+  pcb.on_request = [this](NodeId from, abi::Message m, PeerNet::Reply r) {
+    OnPeerRequest(from, std::move(m), std::move(r));
+  };
+  pcb.is_member = [this](NodeId n) { return state_.IsMember(n); };
+  pcb.on_connected = [this](NodeId) { DispatchHeld(); };
+  peers_ = std::make_unique<PeerNet>(io_, self_, std::move(*key), config_.nodes, std::move(pcb));
+  if (!peers_->Listen(me->host, me->port, error)) return false;
+  if (!StartControl(error)) return false;
+  if (!config_.test_socket.empty() && !StartTestChannel(error)) return false;
+  if (config_.kernel) {
+    kernel_ = std::make_unique<KernelChannel>(
+        io_, [this](abi::Message m) { OnKernelMessage(std::move(m)); });
+    kernel_->Start();
+  }
+  unsynced_since_ = Clock::now();
+  ProbeTick();
+  LOG(kInfo) << "csvd started: peers on " << me->host << ":" << me->port << ", control "
+             << config_.control_socket
+             << (config_.test_socket.empty() ? "" : ", test channel " + config_.test_socket);
+  return true;
+}
+
+void Daemon::Stop() {
+  if (stopping_) return;
+  stopping_ = true;
+  retry_timer_.cancel();
+  probe_timer_.cancel();
+  for (auto& [name, l] : locals_) {
+    if (!l.service) continue;
+    std::unique_lock lock(*l.gate);
+    l.service->Close();
+    l.service.reset();
+    LOG(kInfo) << "volume " << name << ": closed at shutdown";
+  }
+  if (peers_) peers_->Stop();
+  if (kernel_) kernel_->Stop();
+  if (corosync_) corosync_->Stop();
+  boost::system::error_code ec;
+  if (test_acceptor_) test_acceptor_->close(ec);
+  if (control_acceptor_) control_acceptor_->close(ec);
+  workers_.stop();
+}
+
+// ---- cluster events ----------------------------------------------------
+
+void Daemon::OnMembership(std::vector<NodeId> members, std::vector<NodeId> joined,
+                          std::vector<NodeId> left) {
+  bool i_joined = std::find(joined.begin(), joined.end(), self_) != joined.end();
+  std::set<NodeId> member_set(members.begin(), members.end());
+  if (i_joined && !joined_) {
+    joined_ = true;
+    synced_ = false;
+    unsynced_since_ = Clock::now();
+    synced_set_.clear();
+    for (NodeId n : members)
+      if (std::find(joined.begin(), joined.end(), n) == joined.end()) synced_set_.insert(n);
+  } else {
+    std::erase_if(synced_set_, [&](NodeId n) { return !member_set.count(n); });
+  }
+  std::string text;
+  for (NodeId n : members) text += " " + std::to_string(n);
+  LOG(kInfo) << "membership:" << text << " (joined " << joined.size() << ", left " << left.size()
+             << ")" << (state_.IsMember(self_) || i_joined ? "" : "");
+  for (NodeId n : left) peers_->Drop(n);
+  ApplyResult r = state_.OnMembership(members);
+  // Drop a left node's state in our coordinator services.
+  for (NodeId n : left)
+    for (auto& [name, l] : locals_)
+      if (auto svc = l.service)
+        asio::post(workers_, [svc, n, gate = l.gate] {
+          std::shared_lock lock(*gate);
+          svc->ForgetNode(n);
+        });
+  if (!joined.empty()) {
+    // The lowest synced member sends its state to the joiners; if nobody
+    // is synced yet (the whole group is new), the lowest member does.
+    std::set<NodeId> candidates;
+    for (NodeId n : synced_set_) candidates.insert(n);
+    if (synced_) candidates.insert(self_);
+    NodeId sender = candidates.empty() ? *member_set.begin() : *candidates.begin();
+    if (sender == self_) {
+      StateMsg snap = state_.Snapshot();
+      LOG(kInfo) << "sending state sync (" << snap.volumes.size() << " volumes)";
+      Broadcast(std::move(snap));
+    }
+  }
+  AfterChange(r);
+}
+
+void Daemon::OnStateMessage(NodeId sender, std::span<const uint8_t> bytes) {
+  StateMsg m;
+  std::string error;
+  if (!DecodeStateMsg(bytes, &m, &error)) {
+    LOG(kWarning) << "refused state message from node " << sender << ": " << error;
+    return;
+  }
+  ApplyResult r;
+  if (m.type == MsgType::kSync) {
+    r = state_.Adopt(m);
+    if (!synced_) LOG(kInfo) << "state synced from node " << sender;
+    synced_ = true;
+    synced_set_.clear();
+    synced_set_.insert(state_.members().begin(), state_.members().end());
+    PersistVolumes();
+    // Control messages delivered before the sync may have been lost with
+    // the state they changed: send them again.
+    for (auto& [seq, w] : control_waits_) Broadcast(w.msg);
+  } else {
+    r = state_.Apply(sender, m);
+    if (m.type == MsgType::kVolumeAdd || m.type == MsgType::kVolumeRemove) PersistVolumes();
+    if (sender == self_) {
+      auto it = control_waits_.find(m.origin_seq);
+      if (it != control_waits_.end()) {
+        json out = {{"ok", r.error.empty()}};
+        if (!r.error.empty()) out["error"] = r.error;
+        if (const VolumeState* v = state_.volume(m.volume)) {
+          out["coordinator"] = v->coordinator;
+          out["epoch"] = v->epoch;
+        }
+        auto reply = std::move(it->second.reply);
+        control_waits_.erase(it);
+        reply(out);
+      }
+    }
+  }
+  AfterChange(r);
+}
+
+void Daemon::OnQuorum(bool quorate) {
+  if (quorate != local_quorate_)
+    ::csv::core::LogMessage(quorate ? Level::kInfo : Level::kWarning, "", 0).stream()
+        << (quorate ? "quorum gained" : "quorum lost: not serving");
+  local_quorate_ = quorate;
+  Reconcile();
+}
+
+void Daemon::Broadcast(StateMsg m) {
+  if (m.origin_seq == 0) m.origin_seq = next_seq_++;
+  corosync_->Send(EncodeStateMsg(m));
+}
+
+void Daemon::AfterChange(const ApplyResult& r) {
+  for (const Change& c : r.changes)
+    VLOG(kInfo, c.volume, c.epoch)
+        << "coordinator " << c.old_coordinator << " -> " << c.new_coordinator;
+  Reconcile();
+}
+
+void Daemon::Reconcile() {
+  if (stopping_) return;
+  auto now = Clock::now();
+  for (const auto& [name, v] : state_.volumes()) {
+    Local& l = locals_[name];
+    if (l.busy) continue;
+    bool mine = synced_ && local_quorate_ && state_.quorate() && v.coordinator == self_;
+    bool held_by_me = v.holders.count(self_) > 0;
+    if (l.service && !mine) {
+      CloseService(name);
+      continue;
+    }
+    if (l.service) {
+      if (!v.ready && v.holders.empty() &&
+          (l.served_epoch != v.epoch || now - l.last_ready_sent > kRebroadcast)) {
+        l.served_epoch = v.epoch;
+        l.last_ready_sent = now;
+        StateMsg m;
+        m.type = MsgType::kReady;
+        m.volume = name;
+        m.epoch = v.epoch;
+        Broadcast(m);
+      }
+      continue;
+    }
+    if (held_by_me && synced_ && now - l.last_released_sent > kRebroadcast) {
+      l.last_released_sent = now;
+      StateMsg m;
+      m.type = MsgType::kReleased;
+      m.volume = name;
+      Broadcast(m);
+    }
+    bool others_hold =
+        std::any_of(v.holders.begin(), v.holders.end(), [this](NodeId n) { return n != self_; });
+    if (mine && !others_hold && !held_by_me && !l.device.empty()) OpenService(name, v.epoch);
+  }
+  for (auto& [name, l] : locals_)
+    if (!state_.volume(name) && l.service && !l.busy) CloseService(name);
+  PushKernelState();
+  DispatchHeld();
+}
+
+void Daemon::OpenService(const std::string& name, uint64_t epoch) {
+  Local& l = locals_[name];
+  l.busy = true;
+  coord::ServiceOptions opts;
+  opts.volume = name;
+  opts.device = l.device;
+  opts.mount_dir = config_.run_dir + "/mnt/" + name;
+  opts.call_node = [this](uint32_t node, const abi::Message& m) { return CallNode(node, m); };
+  std::error_code fec;
+  std::filesystem::create_directories(opts.mount_dir, fec);
+  VLOG(kInfo, name, epoch) << "elected: mounting " << opts.device << " on " << opts.mount_dir;
+  auto start = Clock::now();
+  asio::post(workers_, [this, name, epoch, opts, start] {
+    std::string error;
+    std::shared_ptr<coord::Service> svc = coord::Service::Open(opts, &error);
+    asio::post(io_, [this, name, epoch, svc, error, start] {
+      Local& lv = locals_[name];
+      lv.busy = false;
+      const VolumeState* v = state_.volume(name);
+      if (!svc) {
+        VLOG(kError, name, epoch) << "cannot serve: " << error;
+        StateMsg m;
+        m.type = MsgType::kOpenFailed;
+        m.volume = name;
+        m.epoch = epoch;
+        Broadcast(m);
+        return;
+      }
+      double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+      VLOG(kInfo, name, epoch) << "serving (mounted in " << static_cast<int>(ms) << " ms)";
+      lv.service = svc;
+      lv.served_epoch = 0;  // READY goes out in Reconcile
+      if (!v || v->coordinator != self_ || v->epoch != epoch)
+        VLOG(kInfo, name, epoch) << "role changed while mounting";
+      Reconcile();
+    });
+  });
+}
+
+void Daemon::CloseService(const std::string& name) {
+  Local& l = locals_[name];
+  l.busy = true;
+  auto svc = l.service;
+  auto gate = l.gate;
+  const VolumeState* v = state_.volume(name);
+  uint64_t epoch = v ? v->epoch : 0;
+  VLOG(kInfo, name, epoch) << "no longer coordinator: unmounting";
+  asio::post(workers_, [this, name, svc, gate, epoch] {
+    {
+      std::unique_lock lock(*gate);  // waits for requests in flight
+      svc->Close();
+    }
+    asio::post(io_, [this, name, epoch] {
+      Local& lv = locals_[name];
+      lv.service.reset();
+      lv.busy = false;
+      VLOG(kInfo, name, epoch) << "released";
+      lv.last_released_sent = Clock::now();
+      StateMsg m;
+      m.type = MsgType::kReleased;
+      m.volume = name;
+      Broadcast(m);
+      Reconcile();
+    });
+  });
+}
+
+void Daemon::PersistVolumes() {
+  json vols = json::array();
+  for (const auto& [name, v] : state_.volumes())
+    vols.push_back({{"name", name}, {"uuid", UuidString(v.uuid)}, {"preferred", v.preferred}});
+  std::string path = config_.state_dir + "/volumes.json";
+  std::ofstream out(path + ".tmp");
+  out << vols.dump(2) << "\n";
+  out.close();
+  std::rename((path + ".tmp").c_str(), path.c_str());
+}
+
+void Daemon::LoadVolumes() {
+  std::ifstream in(config_.state_dir + "/volumes.json");
+  if (!in) return;
+  json vols = json::parse(in, nullptr, false);
+  if (!vols.is_array()) return;
+  for (const auto& j : vols) {
+    StateMsg m;
+    m.type = MsgType::kVolumeAdd;
+    if (!j.is_object() || !j.contains("name") || !j.contains("uuid") || !j["name"].is_string() ||
+        !j["uuid"].is_string() || !ParseUuid(j["uuid"].get<std::string>(), &m.uuid))
+      continue;
+    m.volume = j["name"].get<std::string>();
+    m.node = j.value("preferred", 0u);
+    state_.Apply(self_, m);
+  }
+}
+
+// ---- requests ----------------------------------------------------------
+
+bool Daemon::Serving(const VolumeState& v) const {
+  return synced_ && local_quorate_ && state_.quorate() && v.coordinator != kNoNode && v.ready;
+}
+
+void Daemon::Submit(const std::string& volume, abi::Message request, Reply done) {
+  ++counters_.requests;
+  uint64_t id = next_pending_++;
+  Pending p;
+  p.volume = volume;
+  p.client_req_id = request.req_id();
+  p.request = std::move(request);
+  p.done = std::move(done);
+  p.start = Clock::now();
+  pending_.emplace(id, std::move(p));
+  Dispatch(id);
+}
+
+void Daemon::Dispatch(uint64_t id) {
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return;
+  Pending& p = it->second;
+  const VolumeState* v = state_.volume(p.volume);
+  if (!v && synced_) {
+    Finish(id, abi::MakeReply(p.request, -ENODEV));
+    return;
+  }
+  if (!v || !Serving(*v)) {
+    Hold(id);
+    return;
+  }
+  if (p.held) {
+    double ms = std::chrono::duration<double, std::milli>(Clock::now() - p.held_since).count();
+    counters_.last_hold_ms = ms;
+    counters_.max_hold_ms = std::max(counters_.max_hold_ms, ms);
+    p.held = false;
+    ++counters_.resent;
+  }
+  abi::Message req = p.request;
+  req.PutU64(CSVFS_A_EPOCH, v->epoch);
+  req.PutString(CSVFS_A_VOLUME, p.volume);
+  uint64_t epoch = v->epoch;
+  if (v->coordinator == self_) {
+    ServeLocally(p.volume, epoch, std::move(req), self_, [this, id](abi::Message reply) {
+      if (reply.error() == -kErrStaleEpoch) {
+        Hold(id);
+        return;
+      }
+      Finish(id, std::move(reply));
+    });
+    return;
+  }
+  ++counters_.forwarded;
+  NodeId coord = v->coordinator;
+  peers_->Call(coord, std::move(req), [this, id](std::optional<abi::Message> reply) {
+    auto pit = pending_.find(id);
+    if (pit == pending_.end()) return;
+    if (!reply) {
+      pit->second.maybe_executed = true;
+      Hold(id);
+      return;
+    }
+    if (reply->error() == -kErrStaleEpoch) {
+      ++counters_.refused_stale;
+      Hold(id);
+      return;
+    }
+    Finish(id, std::move(*reply));
+  });
+}
+
+void Daemon::Hold(uint64_t id) {
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return;
+  if (!it->second.held) {
+    it->second.held = true;
+    it->second.held_since = Clock::now();
+    ++counters_.held;
+  }
+  ArmRetry();
+}
+
+void Daemon::ArmRetry() {
+  if (retry_armed_ || stopping_) return;
+  retry_armed_ = true;
+  retry_timer_.expires_after(kHeldRetry);
+  retry_timer_.async_wait([this](boost::system::error_code ec) {
+    retry_armed_ = false;
+    if (!ec) DispatchHeld();
+  });
+}
+
+void Daemon::DispatchHeld() {
+  std::vector<uint64_t> ids;
+  for (auto& [id, p] : pending_)
+    if (p.held) ids.push_back(id);
+  for (uint64_t id : ids) {
+    auto it = pending_.find(id);
+    if (it == pending_.end() || !it->second.held) continue;
+    const VolumeState* v = state_.volume(it->second.volume);
+    if (v && Serving(*v)) {
+      Dispatch(id);
+    } else if (!v && synced_) {
+      Dispatch(id);  // answers -ENODEV
+    }
+  }
+  for (auto& [id, p] : pending_)
+    if (p.held) {
+      ArmRetry();
+      break;
+    }
+}
+
+void Daemon::Finish(uint64_t id, abi::Message reply) {
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return;
+  Pending p = std::move(it->second);
+  pending_.erase(it);
+  int cmd = p.request.cmd();
+  int err = reply.error();
+  // A request re-sent after its coordinator died may have been executed
+  // there: the second execution's "already done" error means success.
+  if (p.maybe_executed) {
+    bool done_before =
+        ((cmd == CSVFS_CMD_UNLINK || cmd == CSVFS_CMD_RMDIR || cmd == CSVFS_CMD_RENAME) &&
+         err == -ENOENT) ||
+        (cmd == CSVFS_CMD_LINK && err == -EEXIST);
+    bool lookup = (cmd == CSVFS_CMD_MKDIR || cmd == CSVFS_CMD_CREATE || cmd == CSVFS_CMD_SYMLINK ||
+                   cmd == CSVFS_CMD_MKNOD) &&
+                  err == -EEXIST;
+    if (done_before) {
+      reply = abi::MakeReply(p.request, 0);
+    } else if (lookup) {
+      abi::Message l(CSVFS_CMD_LOOKUP);
+      l.PutU64(CSVFS_A_REQ_ID, p.client_req_id);
+      l.PutBinary(CSVFS_A_PARENT_FH, *p.request.GetBinary(CSVFS_A_PARENT_FH));
+      l.PutString(CSVFS_A_NAME, *p.request.GetString(CSVFS_A_NAME));
+      VLOG(kInfo, p.volume, 0) << "re-sent " << abi::CommandName(cmd)
+                               << " found its result: answering from a lookup";
+      Submit(p.volume, std::move(l), std::move(p.done));
+      return;
+    }
+  }
+  if (reply.error() != 0) ++counters_.errors;
+  reply.PutU64(CSVFS_A_REQ_ID, p.client_req_id);
+  // Results only this node knows: where the volume is here.
+  if (cmd == CSVFS_CMD_ATTACH && reply.error() == 0) {
+    auto lit = locals_.find(p.volume);
+    if (lit != locals_.end() && !lit->second.device.empty()) {
+      reply.PutString(CSVFS_A_DEVICE, lit->second.device);
+      reply.PutU64(CSVFS_A_DEV_SIZE, DeviceSize(lit->second.device));
+    }
+  }
+  p.done(std::move(reply));
+}
+
+void Daemon::ServeLocally(const std::string& volume, uint64_t epoch, abi::Message request,
+                          NodeId from, Reply reply) {
+  auto lit = locals_.find(volume);
+  const VolumeState* v = state_.volume(volume);
+  if (!v || lit == locals_.end() || !lit->second.service || lit->second.busy ||
+      v->coordinator != self_ || v->epoch != epoch || !local_quorate_) {
+    ++counters_.refused_stale;
+    reply(abi::MakeReply(request, -kErrStaleEpoch));
+    return;
+  }
+  if (from == self_)
+    ++counters_.served_local;
+  else
+    ++counters_.served_for_peers;
+  auto svc = lit->second.service;
+  auto gate = lit->second.gate;
+  Uuid uuid = v->uuid;
+  asio::post(workers_, [this, svc, gate, request = std::move(request), from, reply, epoch, uuid] {
+    abi::Message out;
+    {
+      std::shared_lock lock(*gate);
+      if (request.cmd() == CSVFS_CMD_ATTACH || request.cmd() == CSVFS_CMD_MOUNT) {
+        out = abi::MakeReply(request, 0);
+        out.PutBinary(CSVFS_A_FH, svc->RootHandle());
+        out.PutU64(CSVFS_A_EPOCH, epoch);
+        out.PutBinary(CSVFS_A_FS_UUID, uuid);
+      } else {
+        out = svc->Handle(request, from);
+      }
+    }
+    out.PutU64(CSVFS_A_REQ_ID, request.req_id());
+    asio::post(io_, [reply, out = std::move(out)]() mutable { reply(std::move(out)); });
+  });
+}
+
+void Daemon::OnPeerRequest(NodeId from, abi::Message request, PeerNet::Reply reply) {
+  switch (request.cmd()) {
+    case CSVFS_CMD_LAYOUT_RECALL:
+    case CSVFS_CMD_LEASE_BREAK:
+    case CSVFS_CMD_INVALIDATE:
+      // Coordinator-initiated: the kernel holds what is recalled. The test
+      // channel's clients cache nothing, so without a module: done.
+      reply(abi::MakeReply(request, 0));
+      return;
+    default:
+      break;
+  }
+  auto volume = request.GetString(CSVFS_A_VOLUME);
+  auto epoch = request.GetU64(CSVFS_A_EPOCH);
+  if (!volume || !epoch || !IsClientRequest(request.cmd())) {
+    reply(abi::MakeReply(request, -EINVAL));
+    return;
+  }
+  ServeLocally(std::string(*volume), *epoch, std::move(request), from, std::move(reply));
+}
+
+abi::Message Daemon::CallNode(NodeId node, const abi::Message& m) {
+  // Runs on a worker: hand the call to the loop and wait, bounded.
+  auto promise = std::make_shared<std::promise<abi::Message>>();
+  auto future = promise->get_future();
+  asio::post(io_, [this, node, m, promise] {
+    if (node == self_) {
+      if (kernel_ && kernel_->connected()) kernel_->Send(m);
+      promise->set_value(abi::MakeReply(m, 0));
+      return;
+    }
+    peers_->Call(node, m, [promise, m](std::optional<abi::Message> r) {
+      promise->set_value(r ? std::move(*r) : abi::MakeReply(m, -ETIMEDOUT));
+    });
+  });
+  if (future.wait_for(std::chrono::milliseconds(config_.call_timeout_ms)) !=
+      std::future_status::ready)
+    return abi::MakeReply(m, -ETIMEDOUT);
+  return future.get();
+}
+
+// ---- channels ----------------------------------------------------------
+
+bool Daemon::StartTestChannel(std::string* error) {
+  ::unlink(config_.test_socket.c_str());
+  boost::system::error_code ec;
+  test_acceptor_ = std::make_unique<asio::local::stream_protocol::acceptor>(io_);
+  asio::local::stream_protocol::endpoint ep(config_.test_socket);
+  test_acceptor_->open(ep.protocol(), ec);
+  if (!ec) test_acceptor_->bind(ep, ec);
+  if (!ec) test_acceptor_->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    *error = "cannot listen on " + config_.test_socket + ": " + ec.message();
+    return false;
+  }
+  chmod(config_.test_socket.c_str(), 0600);
+  auto loop = [this]() -> asio::awaitable<void> {
+    while (!stopping_) {
+      auto [aec, socket] =
+          co_await test_acceptor_->async_accept(asio::as_tuple(asio::use_awaitable));
+      if (aec) {
+        if (aec == asio::error::operation_aborted) co_return;
+        continue;
+      }
+      if (!PeerIsRoot(socket.native_handle())) {
+        LOG(kWarning) << "test channel: refused a non-root client";
+        continue;
+      }
+      auto conn = std::make_shared<UnixConn>(std::move(socket), "test channel");
+      std::weak_ptr<UnixConn> weak = conn;
+      conn->Start(
+          [this, weak](abi::Message m) {
+            auto send = [weak](abi::Message r) {
+              if (auto c = weak.lock()) c->Send(r);
+            };
+            auto volume = m.GetString(CSVFS_A_VOLUME);
+            if (!IsClientRequest(m.cmd()) || !volume) {
+              send(abi::MakeReply(m, -EINVAL));
+              return;
+            }
+            Submit(std::string(*volume), std::move(m), send);
+          },
+          [this, conn] { counters_.malformed += conn->malformed(); });
+    }
+  };
+  asio::co_spawn(io_, loop(), [](std::exception_ptr e) { LogException("test channel", e); });
+  return true;
+}
+
+void Daemon::OnKernelMessage(abi::Message m) {
+  auto reply_to_kernel = [this](abi::Message r) {
+    if (kernel_) kernel_->Send(r);
+  };
+  switch (m.cmd()) {
+    case CSVFS_CMD_PATH_ERROR: {
+      for (auto& [sb, vol] : sb_volumes_) {
+        if (m.GetU32(CSVFS_A_SB_ID) != sb) continue;
+        Local& l = locals_[vol];
+        l.kernel_error_until = Clock::now() + std::chrono::seconds(5);
+        l.path_ok = false;
+        VLOG(kWarning, vol, 0) << "path error from the kernel (" << m.error() << ")";
+      }
+      ProbeTick();
+      return;
+    }
+    case CSVFS_CMD_UNMOUNT:
+      if (auto sb = m.GetU32(CSVFS_A_SB_ID)) sb_volumes_.erase(*sb);
+      reply_to_kernel(abi::MakeReply(m, 0));
+      return;
+    case CSVFS_CMD_MOUNT:
+      sb_volumes_[*m.GetU32(CSVFS_A_SB_ID)] = std::string(*m.GetString(CSVFS_A_VOLUME));
+      kernel_pushed_.erase(std::string(*m.GetString(CSVFS_A_VOLUME)));
+      break;
+    case CSVFS_CMD_REPLY:
+      return;
+    default:
+      break;
+  }
+  std::string volume;
+  if (auto v = m.GetString(CSVFS_A_VOLUME)) {
+    volume = *v;
+  } else if (auto sb = m.GetU32(CSVFS_A_SB_ID); sb && sb_volumes_.count(*sb)) {
+    volume = sb_volumes_[*sb];
+  } else {
+    reply_to_kernel(abi::MakeReply(m, -ENODEV));
+    return;
+  }
+  if (!IsClientRequest(m.cmd()) && m.cmd() != CSVFS_CMD_MOUNT) {
+    reply_to_kernel(abi::MakeReply(m, -EINVAL));
+    return;
+  }
+  Submit(volume, std::move(m), reply_to_kernel);
+}
+
+void Daemon::PushKernelState() {
+  if (!kernel_ || !kernel_->connected()) return;
+  for (const auto& [sb, name] : sb_volumes_) {
+    const VolumeState* v = state_.volume(name);
+    if (!v) continue;
+    auto [mode, reason] = IoMode(self_, *v);
+    auto now = std::make_tuple(v->epoch, mode, reason);
+    if (kernel_pushed_[name] == now) continue;
+    kernel_pushed_[name] = now;
+    abi::Message m(CSVFS_CMD_VOLUME_STATE);
+    m.PutU64(CSVFS_A_REQ_ID, next_seq_++)
+        .PutU32(CSVFS_A_SB_ID, sb)
+        .PutString(CSVFS_A_VOLUME, name)
+        .PutU64(CSVFS_A_EPOCH, v->epoch)
+        .PutU32(CSVFS_A_IO_MODE, mode)
+        .PutU32(CSVFS_A_MODE_REASON, reason)
+        .PutU32(CSVFS_A_LEASE_MS, local_quorate_ ? 10000 : 0);
+    kernel_->Send(m);
+  }
+}
+
+std::pair<uint32_t, uint32_t> Daemon::IoMode(NodeId node, const VolumeState& v) const {
+  if (!state_.quorate() || (node == self_ && !local_quorate_))
+    return {CSVFS_IO_PAUSED, CSVFS_REASON_NO_QUORUM};
+  if (v.coordinator == kNoNode || !v.ready) return {CSVFS_IO_PAUSED, CSVFS_REASON_FAILOVER};
+  if (!state_.PathHealthy(node, v.name)) return {CSVFS_IO_BLOCK_REDIRECTED, CSVFS_REASON_NO_PATH};
+  return {CSVFS_IO_DIRECT, CSVFS_REASON_NONE};
+}
+
+// ---- path monitor ------------------------------------------------------
+
+void Daemon::ProbeTick() {
+  if (stopping_) return;
+  auto now = Clock::now();
+  for (const auto& [name, v] : state_.volumes()) {
+    Local& l = locals_[name];
+    if (l.probing) {
+      // A probe that hangs past the timeout is a failed path.
+      if (now - l.probe_started > std::chrono::milliseconds(config_.path_timeout_ms) && l.path_ok) {
+        l.path_ok = false;
+        VLOG(kWarning, name, v.epoch) << "path probe timed out";
+      }
+      continue;
+    }
+    l.probing = true;
+    l.probe_started = now;
+    std::string device = l.device;
+    Uuid uuid = v.uuid;
+    std::string fault = config_.path_fault_file;
+    asio::post(workers_, [this, name, device, uuid, fault] {
+      std::string dev = device;
+      bool ok = false;
+      bool faulted = !fault.empty() && access(fault.c_str(), F_OK) == 0;
+      if (!faulted) {
+        if (dev.empty()) dev = FindDeviceByUuid(uuid);
+        ok = !dev.empty() && ProbePath(dev);
+        if (!ok && !device.empty()) {  // the name may have changed
+          dev = FindDeviceByUuid(uuid);
+          ok = !dev.empty() && ProbePath(dev);
+        }
+      }
+      asio::post(io_, [this, name, dev, ok] {
+        Local& lv = locals_[name];
+        lv.probing = false;
+        if (dev != lv.device && !dev.empty())
+          VLOG(kInfo, name, 0) << "device " << dev << " holds the volume";
+        if (!dev.empty()) lv.device = dev;
+        bool healthy = ok && Clock::now() >= lv.kernel_error_until;
+        if (healthy != lv.path_ok)
+          ::csv::core::LogMessage(healthy ? Level::kInfo : Level::kWarning, name, 0).stream()
+              << "path " << (healthy ? "healthy" : "FAILED") << " (" << lv.device << ")";
+        lv.path_ok = healthy;
+      });
+    });
+  }
+  // Publish what differs from the replicated view.
+  for (auto& [name, l] : locals_) {
+    if (!synced_ || !state_.volume(name)) continue;
+    bool published = state_.PathHealthy(self_, name);
+    if (published != l.path_ok &&
+        (l.last_path_value != l.path_ok || now - l.last_path_sent > kRebroadcast)) {
+      l.last_path_value = l.path_ok;
+      l.last_path_sent = now;
+      StateMsg m;
+      m.type = MsgType::kPath;
+      m.volume = name;
+      m.healthy = l.path_ok;
+      Broadcast(m);
+    }
+  }
+  // A member that never got a sync (its sender left first) asks again.
+  if (joined_ && !synced_ && now - unsynced_since_ > kSyncFallback && !state_.members().empty() &&
+      state_.members().front() == self_) {
+    LOG(kWarning) << "no state sync received: sending mine";
+    unsynced_since_ = now;
+    Broadcast(state_.Snapshot());
+  }
+  CheckControlWaits();
+  Reconcile();
+  probe_timer_.expires_after(std::chrono::milliseconds(
+      std::min(config_.path_interval_ms, 250)));  // publish quickly, probe at interval
+  probe_timer_.async_wait([this](boost::system::error_code ec) {
+    if (!ec) ProbeTick();
+  });
+}
+
+// ---- control socket ----------------------------------------------------
+
+namespace {
+
+class ControlSession : public std::enable_shared_from_this<ControlSession> {
+ public:
+  using Handler = std::function<json(const json&, std::function<void(json)>, bool*)>;
+  ControlSession(asio::local::stream_protocol::socket s, Handler h)
+      : socket_(std::move(s)), handler_(std::move(h)) {}
+  void Read() {
+    auto self = shared_from_this();
+    asio::async_read_until(socket_, asio::dynamic_buffer(in_, 1 << 20), '\n',
+                           [self](boost::system::error_code ec, size_t n) {
+                             if (ec) return;
+                             std::string line = self->in_.substr(0, n);
+                             self->in_.erase(0, n);
+                             self->OnLine(line);
+                           });
+  }
+
+ private:
+  void OnLine(const std::string& line) {
+    json req = json::parse(line, nullptr, false);
+    if (req.is_discarded() || !req.is_object() || !req.contains("cmd") || !req["cmd"].is_string()) {
+      Write({{"ok", false}, {"error", "malformed request: expected {\"cmd\": ...}"}});
+      return;
+    }
+    bool deferred = false;
+    auto self = shared_from_this();
+    json out;
+    try {
+      out = handler_(
+          req, [self](json r) { self->Write(std::move(r)); }, &deferred);
+    } catch (const json::exception& e) {
+      out = {{"ok", false}, {"error", std::string("bad request: ") + e.what()}};
+      deferred = false;
+    }
+    if (!deferred) Write(std::move(out));
+  }
+  void Write(json r) {
+    auto self = shared_from_this();
+    auto text = std::make_shared<std::string>(r.dump() + "\n");
+    asio::async_write(socket_, asio::buffer(*text),
+                      [self, text](boost::system::error_code ec, size_t) {
+                        if (!ec) self->Read();
+                      });
+  }
+  asio::local::stream_protocol::socket socket_;
+  Handler handler_;
+  std::string in_;
+};
+
+}  // namespace
+
+bool Daemon::StartControl(std::string* error) {
+  ::unlink(config_.control_socket.c_str());
+  boost::system::error_code ec;
+  control_acceptor_ = std::make_unique<asio::local::stream_protocol::acceptor>(io_);
+  asio::local::stream_protocol::endpoint ep(config_.control_socket);
+  control_acceptor_->open(ep.protocol(), ec);
+  if (!ec) control_acceptor_->bind(ep, ec);
+  if (!ec) control_acceptor_->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    *error = "cannot listen on " + config_.control_socket + ": " + ec.message();
+    return false;
+  }
+  chmod(config_.control_socket.c_str(), 0600);
+  auto loop = [this]() -> asio::awaitable<void> {
+    while (!stopping_) {
+      auto [aec, socket] =
+          co_await control_acceptor_->async_accept(asio::as_tuple(asio::use_awaitable));
+      if (aec) {
+        if (aec == asio::error::operation_aborted) co_return;
+        continue;
+      }
+      if (!PeerIsRoot(socket.native_handle())) {
+        LOG(kWarning) << "control socket: refused a non-root client";
+        continue;
+      }
+      std::make_shared<ControlSession>(std::move(socket), [this](const json& r,
+                                                                 std::function<void(json)> later,
+                                                                 bool* deferred) {
+        return HandleControl(r, std::move(later), deferred);
+      })->Read();
+    }
+  };
+  asio::co_spawn(io_, loop(), [](std::exception_ptr e) { LogException("control socket", e); });
+  return true;
+}
+
+json Daemon::HandleControl(const json& req, std::function<void(json)> later, bool* deferred) {
+  std::string cmd = req["cmd"].get<std::string>();
+  auto fail = [](std::string why) { return json{{"ok", false}, {"error", std::move(why)}}; };
+  if (cmd == "status") return Status();
+  if (cmd == "volume-list") {
+    json out = {{"ok", true}, {"volumes", json::array()}};
+    for (const auto& [name, v] : state_.volumes())
+      out["volumes"].push_back({{"name", name},
+                                {"uuid", UuidString(v.uuid)},
+                                {"preferred", v.preferred},
+                                {"coordinator", v.coordinator},
+                                {"epoch", v.epoch}});
+    return out;
+  }
+  if (!synced_ || !state_.quorate() || !local_quorate_)
+    return fail("this node has no quorum or is not synchronised with the cluster yet");
+  StateMsg m;
+  m.volume = req.value("name", req.value("volume", std::string()));
+  if (m.volume.empty() || m.volume.size() >= CSVFS_MAX_VOLUME_NAME ||
+      m.volume.find_first_not_of(
+          "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != std::string::npos)
+    return fail("a volume name is 1-63 letters, digits, '.', '-', '_'");
+  if (cmd == "volume-add") {
+    std::string device = req.value("device", std::string());
+    std::string error;
+    auto id = ProbeFilesystem(device, &error);
+    if (!id) return fail(error);
+    if (id->type != "xfs" && id->type != "ext4")
+      return fail(device + " holds " + id->type + ", not XFS or ext4");
+    m.type = MsgType::kVolumeAdd;
+    m.uuid = id->uuid;
+    m.node = req.value("preferred", 0u);
+  } else if (cmd == "volume-remove") {
+    if (!state_.volume(m.volume)) return fail("no volume " + m.volume);
+    m.type = MsgType::kVolumeRemove;
+  } else if (cmd == "move") {
+    if (!state_.volume(m.volume)) return fail("no volume " + m.volume);
+    m.type = MsgType::kMove;
+    m.node = req.value("node", 0u);
+  } else {
+    return fail("unknown command " + cmd);
+  }
+  m.origin_seq = next_seq_++;
+  ControlWait w{req, std::move(later), m, Clock::now() + kControlTimeout};
+  control_waits_.emplace(m.origin_seq, std::move(w));
+  Broadcast(m);
+  *deferred = true;
+  return {};
+}
+
+void Daemon::CheckControlWaits() {
+  auto now = Clock::now();
+  for (auto it = control_waits_.begin(); it != control_waits_.end();) {
+    if (now > it->second.deadline) {
+      it->second.reply({{"ok", false}, {"error", "timed out waiting for the cluster"}});
+      it = control_waits_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+json Daemon::Status() const {
+  json out = {{"ok", true},
+              {"node", self_},
+              {"quorate", local_quorate_ && state_.quorate()},
+              {"synced", synced_},
+              {"members", state_.members()}};
+  json nodes = json::array();
+  for (const auto& n : config_.nodes)
+    nodes.push_back({{"id", n.id},
+                     {"addr", n.host + ":" + std::to_string(n.port)},
+                     {"member", state_.IsMember(n.id)},
+                     {"connected", n.id == self_ || peers_->Connected(n.id)}});
+  out["nodes"] = nodes;
+  json vols = json::array();
+  for (const auto& [name, v] : state_.volumes()) {
+    json jv = {{"name", name},
+               {"uuid", UuidString(v.uuid)},
+               {"preferred", v.preferred},
+               {"coordinator", v.coordinator},
+               {"epoch", v.epoch},
+               {"ready", v.ready}};
+    auto lit = locals_.find(name);
+    jv["device"] = lit == locals_.end() ? "" : lit->second.device;
+    jv["serving_here"] = lit != locals_.end() && lit->second.service != nullptr;
+    json per = json::array();
+    for (NodeId n : state_.members()) {
+      auto [mode, reason] = IoMode(n, v);
+      per.push_back({{"id", n},
+                     {"path_healthy", state_.PathHealthy(n, name)},
+                     {"io_mode", ModeName(mode)},
+                     {"reason", ReasonName(reason)}});
+    }
+    jv["nodes"] = per;
+    vols.push_back(jv);
+  }
+  out["volumes"] = vols;
+  const auto& ps = peers_->stats();
+  out["counters"] = {{"requests", counters_.requests},
+                     {"served_local", counters_.served_local},
+                     {"served_for_peers", counters_.served_for_peers},
+                     {"forwarded", counters_.forwarded},
+                     {"held", counters_.held},
+                     {"resent", counters_.resent},
+                     {"refused_stale_epoch", counters_.refused_stale},
+                     {"errors", counters_.errors},
+                     {"malformed_frames", counters_.malformed + ps.malformed},
+                     {"peer_auth_failures", ps.auth_failures},
+                     {"peer_connects", ps.connects},
+                     {"pending", pending_.size()},
+                     {"last_hold_ms", counters_.last_hold_ms},
+                     {"max_hold_ms", counters_.max_hold_ms}};
+  return out;
+}
+
+}  // namespace csv::core

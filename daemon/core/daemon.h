@@ -1,0 +1,158 @@
+// csvd's core: ties the replicated state (Corosync), the peer transport,
+// the coordinator services, the client channels (csvfs.ko over generic
+// netlink, the Unix test channel), the path monitor and the control socket.
+//
+// Threads: one io_context thread owns every member below; coordinator
+// requests (Service::Handle), Open/Close and path probes run on a worker
+// pool and post their results back. See docs/daemon.md.
+#pragma once
+
+#include <boost/asio.hpp>
+#include <chrono>
+#include <deque>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <shared_mutex>
+#include <string>
+
+#include "coordinator/service.h"
+#include "core/config.h"
+#include "core/corosync.h"
+#include "core/kernel.h"
+#include "core/peer.h"
+#include "core/state.h"
+
+namespace csv::core {
+
+// The errno a coordinator answers when a request's epoch is not the
+// volume's current one, or it is not (or not yet) the volume's coordinator:
+// the sender re-resolves the coordinator and sends again. Never returned to
+// an application. EREMCHG ("remote address changed") is used because no
+// filesystem operation returns it, unlike ESTALE (stale file handle).
+inline constexpr int kErrStaleEpoch = EREMCHG;
+
+class Daemon {
+ public:
+  Daemon(asio::io_context& io, Config config);
+  ~Daemon();
+
+  // Connects to Corosync, opens sockets; false with *error on failure.
+  bool Start(std::string* error);
+  // Closes every service, leaves the group.
+  void Stop();
+
+ private:
+  using Reply = std::function<void(abi::Message)>;
+  using Clock = std::chrono::steady_clock;
+
+  // Node-local state of one volume.
+  struct Local {
+    std::string device;                       // found by UUID, "" if not
+    std::shared_ptr<coord::Service> service;  // open: we are its coordinator
+    std::shared_ptr<std::shared_mutex> gate = std::make_shared<std::shared_mutex>();
+    bool busy = false;  // Open or Close running on a worker
+    uint64_t served_epoch = 0;
+    bool path_ok = false;
+    bool probing = false;
+    Clock::time_point probe_started{};
+    Clock::time_point kernel_error_until{};
+    Clock::time_point last_ready_sent{}, last_released_sent{}, last_path_sent{};
+    bool last_path_value = false;
+  };
+
+  // A request from a local client, until its final reply.
+  struct Pending {
+    std::string volume;
+    abi::Message request;
+    uint64_t client_req_id = 0;
+    Reply done;
+    bool maybe_executed = false;  // sent to a coordinator that went away
+    bool held = false;
+    Clock::time_point start{};
+    Clock::time_point held_since{};
+  };
+
+  struct ControlWait {
+    nlohmann::json request;
+    std::function<void(nlohmann::json)> reply;
+    StateMsg msg;
+    Clock::time_point deadline;
+  };
+
+  // Cluster events.
+  void OnMembership(std::vector<NodeId> members, std::vector<NodeId> joined,
+                    std::vector<NodeId> left);
+  void OnStateMessage(NodeId sender, std::span<const uint8_t> bytes);
+  void OnQuorum(bool quorate);
+  void Broadcast(StateMsg m);
+  void AfterChange(const ApplyResult& r);
+  void Reconcile();
+  void OpenService(const std::string& name, uint64_t epoch);
+  void CloseService(const std::string& name);
+  void PersistVolumes();
+  void LoadVolumes();
+
+  // Requests.
+  void Submit(const std::string& volume, abi::Message request, Reply done);
+  void Dispatch(uint64_t id);
+  void Hold(uint64_t id);
+  void DispatchHeld();
+  void ArmRetry();
+  void Finish(uint64_t id, abi::Message reply);
+  bool Serving(const VolumeState& v) const;
+  void ServeLocally(const std::string& volume, uint64_t epoch, abi::Message request, NodeId from,
+                    Reply reply);
+  void OnPeerRequest(NodeId from, abi::Message request, PeerNet::Reply reply);
+  abi::Message CallNode(NodeId node, const abi::Message& m);
+
+  // Channels.
+  bool StartTestChannel(std::string* error);
+  bool StartControl(std::string* error);
+  void OnKernelMessage(abi::Message m);
+  void PushKernelState();
+  nlohmann::json HandleControl(const nlohmann::json& req, std::function<void(nlohmann::json)> later,
+                               bool* deferred);
+  nlohmann::json Status() const;
+  void CheckControlWaits();
+
+  // Path monitor.
+  void ProbeTick();
+
+  std::pair<uint32_t, uint32_t> IoMode(NodeId node, const VolumeState& v) const;
+
+  asio::io_context& io_;
+  Config config_;
+  NodeId self_ = kNoNode;
+  asio::thread_pool workers_;
+  std::unique_ptr<Corosync> corosync_;
+  std::unique_ptr<PeerNet> peers_;
+  std::unique_ptr<KernelChannel> kernel_;
+  ClusterState state_;
+  bool local_quorate_ = false;
+  bool synced_ = false;
+  bool joined_ = false;
+  std::set<NodeId> synced_set_;
+  Clock::time_point unsynced_since_{};
+  std::map<std::string, Local> locals_;
+  std::map<uint64_t, Pending> pending_;
+  uint64_t next_pending_ = 1;
+  asio::steady_timer retry_timer_;
+  bool retry_armed_ = false;
+  asio::steady_timer probe_timer_;
+  uint64_t next_seq_ = 1;
+  std::map<uint64_t, ControlWait> control_waits_;
+  std::map<uint32_t, std::string> sb_volumes_;  // kernel superblock -> volume
+  std::map<std::string, std::tuple<uint64_t, uint32_t, uint32_t>> kernel_pushed_;
+  std::unique_ptr<asio::local::stream_protocol::acceptor> test_acceptor_;
+  std::unique_ptr<asio::local::stream_protocol::acceptor> control_acceptor_;
+  bool stopping_ = false;
+
+  struct Counters {
+    uint64_t requests = 0, served_local = 0, served_for_peers = 0, forwarded = 0, held = 0,
+             resent = 0, refused_stale = 0, errors = 0, malformed = 0;
+    double max_hold_ms = 0, last_hold_ms = 0;
+  } counters_;
+};
+
+}  // namespace csv::core

@@ -342,8 +342,11 @@ class Lab:
         pid = self._pid(node)
         if pid is None or not pid_alive(pid, self._marker(node)):
             raise NodeDown(f"{self.node_name(node)} is not running")
-        os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not pid_alive(pid, self._marker(node)), 30,
+        # Also a stopped qemu-nbd of a hung path (its export name has the marker).
+        pids = [pid] + [p for p in self._our_qemu_pids(node) if p != pid]
+        for p in pids:
+            os.kill(p, signal.SIGKILL)
+        wait_until(lambda: not any(pid_alive(p, self._marker(node)) for p in pids), 30,
                    f"qemu of {self.node_name(node)} (pid {pid}) to die", 0.05)
 
     def restart(self, node, timeout=300):
@@ -580,8 +583,9 @@ class Lab:
         else:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
-    def _our_qemu_pids(self):
-        marker = self._marker()
+    def _our_qemu_pids(self, node=None):
+        """Pids of our qemu (and qemu-nbd) processes, of NODE or of the whole lab."""
+        marker = self._marker(node)
         return [int(p) for p in os.listdir("/proc")
                 if p.isdigit() and pid_alive(int(p), marker)]
 

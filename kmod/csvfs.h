@@ -166,7 +166,7 @@ void csvfs_request_exit(void);
 int csvfs_request(u32 sb_id, unsigned long timeout, struct csvfs_args *args);
 int csvfs_request_async(u32 sb_id, unsigned long timeout,
 			struct csvfs_args *args);
-int csvfs_request_reply(struct genl_info *info);
+int csvfs_request_reply(struct genl_info *info, int valid);
 void csvfs_requests_resend(void);
 void csvfs_queue_work(struct work_struct *work);
 
@@ -188,6 +188,7 @@ unsigned int csvfs_daemon_gen(void);
 extern struct file_system_type csvfs_fs_type;
 int csvfs_inode_cache_init(void);
 void csvfs_inode_cache_exit(void);
+void csvfs_volume_state(u32 sb_id, u64 epoch);
 void csvfs_invalidate(u32 sb_id, u32 flags, const struct csvfs_handle *fh,
 		      const struct csvfs_handle *parent, const char *name);
 

@@ -189,7 +189,9 @@ static ssize_t csvfs_read_req(struct inode *inode, u64 open_id, loff_t pos,
 	data = csvfs_out(&args, CSVFS_A_DATA,
 			 CSVFS_OUT_OPTIONAL | CSVFS_OUT_VARLEN, len, buf);
 	ret = csvfs_sb_request(inode->i_sb, &args);
-	return ret ? ret : data->len;
+	if (ret)
+		return ret;
+	return data->len;
 }
 
 /* Write len (<= CSVFS_MAX_IO) bytes from buf at pos; all or an error. */

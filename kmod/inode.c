@@ -707,7 +707,9 @@ static int csvfs_xattr_result(struct csvfs_out_arg *value, u32 size_reply,
 		return -E2BIG;
 	if (size && size_reply > size)
 		return -ERANGE;
-	return size ? -EIO : size_reply;
+	if (size)
+		return -EIO;
+	return size_reply;
 }
 
 static int csvfs_xattr_get(const struct xattr_handler *handler,

@@ -103,14 +103,30 @@ static int csvfs_nl_hello(struct sk_buff *skb, struct genl_info *info)
 	return 0;
 }
 
+/*
+ * REPLY is parsed with a lenient policy (csvfs_reply_policy) so that a
+ * reply whose results break the family policy still ends its request, with
+ * -EIO, instead of leaving it to time out; the strict check follows here.
+ */
+static const struct nla_policy csvfs_reply_policy[CSVFS_A_MAX + 1] = {
+	[CSVFS_A_REQ_ID]	= { .type = NLA_U64 },
+	[CSVFS_A_ERRNO]		= { .type = NLA_S32 },
+	[CSVFS_A_SB_ID ... CSVFS_A_MAX] = { .type = NLA_BINARY },
+};
+
 static int csvfs_nl_reply(struct sk_buff *skb, struct genl_info *info)
 {
+	int valid;
+
 	if (!csvfs_from_daemon(info))
 		return -EPERM;
 	if (GENL_REQ_ATTR_CHECK(info, CSVFS_A_REQ_ID) ||
 	    GENL_REQ_ATTR_CHECK(info, CSVFS_A_ERRNO))
 		return -EINVAL;
-	return csvfs_request_reply(info);
+	valid = nla_validate(genlmsg_data(info->genlhdr),
+			     genlmsg_len(info->genlhdr), CSVFS_A_MAX,
+			     csvfs_policy, info->extack);
+	return csvfs_request_reply(info, valid);
 }
 
 /* Copy a file handle attribute, if present; -EINVAL if malformed. */
@@ -175,6 +191,23 @@ out:
 	return ret;
 }
 
+/*
+ * CSVFS_CMD_VOLUME_STATE: SB_ID, EPOCH [, IO_MODE, MODE_REASON, LEASE_MS].
+ * This version keeps the epoch; I/O modes and the lease come with the
+ * direct data path.
+ */
+static int csvfs_nl_volume_state(struct sk_buff *skb, struct genl_info *info)
+{
+	if (!csvfs_from_daemon(info))
+		return -EPERM;
+	if (GENL_REQ_ATTR_CHECK(info, CSVFS_A_SB_ID) ||
+	    GENL_REQ_ATTR_CHECK(info, CSVFS_A_EPOCH))
+		return -EINVAL;
+	csvfs_volume_state(nla_get_u32(info->attrs[CSVFS_A_SB_ID]),
+			   nla_get_u64(info->attrs[CSVFS_A_EPOCH]));
+	return 0;
+}
+
 static const struct genl_small_ops csvfs_genl_ops[] = {
 	{
 		.cmd	= CSVFS_CMD_HELLO,
@@ -182,14 +215,24 @@ static const struct genl_small_ops csvfs_genl_ops[] = {
 		.flags	= GENL_ADMIN_PERM,
 	},
 	{
-		.cmd	= CSVFS_CMD_REPLY,
-		.doit	= csvfs_nl_reply,
-		.flags	= GENL_ADMIN_PERM,
-	},
-	{
 		.cmd	= CSVFS_CMD_INVALIDATE,
 		.doit	= csvfs_nl_invalidate,
 		.flags	= GENL_ADMIN_PERM,
+	},
+	{
+		.cmd	= CSVFS_CMD_VOLUME_STATE,
+		.doit	= csvfs_nl_volume_state,
+		.flags	= GENL_ADMIN_PERM,
+	},
+};
+
+static const struct genl_ops csvfs_genl_full_ops[] = {
+	{
+		.cmd	= CSVFS_CMD_REPLY,
+		.doit	= csvfs_nl_reply,
+		.flags	= GENL_ADMIN_PERM,
+		.policy	= csvfs_reply_policy,
+		.maxattr = CSVFS_A_MAX,
 	},
 };
 
@@ -230,6 +273,8 @@ struct genl_family csvfs_genl_family __ro_after_init = {
 	.policy		= csvfs_policy,
 	.netnsok	= false,
 	.module		= THIS_MODULE,
+	.ops		= csvfs_genl_full_ops,
+	.n_ops		= ARRAY_SIZE(csvfs_genl_full_ops),
 	.small_ops	= csvfs_genl_ops,
 	.n_small_ops	= ARRAY_SIZE(csvfs_genl_ops),
 	.resv_start_op	= 0,	/* strict validation for every command */

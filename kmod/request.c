@@ -311,8 +311,12 @@ static int csvfs_reply_errno(s32 err)
 	return err;
 }
 
-/* CSVFS_CMD_REPLY from the registered daemon (checked by the caller). */
-int csvfs_request_reply(struct genl_info *info)
+/*
+ * CSVFS_CMD_REPLY from the registered daemon (checked by the caller).
+ * valid is the result of the strict policy check of the whole message: a
+ * reply that fails it still ends its request, with -EIO.
+ */
+int csvfs_request_reply(struct genl_info *info, int valid)
 {
 	struct csvfs_req *req = NULL, *r;
 	u64 id;
@@ -339,7 +343,9 @@ int csvfs_request_reply(struct genl_info *info)
 	}
 
 	err = csvfs_reply_errno(nla_get_s32(info->attrs[CSVFS_A_ERRNO]));
-	if (!err && req->args)
+	if (valid)
+		err = -EIO;
+	else if (!err && req->args)
 		err = csvfs_copy_out(req->args, info->attrs);
 	if (err == -EIO)
 		GENL_SET_ERR_MSG(info, "csvfs: malformed reply");

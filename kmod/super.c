@@ -179,15 +179,25 @@ static int csvfs_mount_req(struct super_block *sb, struct csvfs_handle *root,
 {
 	struct csvfs_sb_info *sbi = CSVFS_SB(sb);
 	struct csvfs_args args = { .cmd = CSVFS_CMD_MOUNT };
+	struct csvfs_out_arg *attr_out;
+	int ret;
 
 	csvfs_in_str(&args, CSVFS_A_VOLUME, sbi->volume, strlen(sbi->volume));
 	csvfs_in_str(&args, CSVFS_A_DEVICE, sbi->device, strlen(sbi->device));
 	csvfs_out(&args, CSVFS_A_FH, CSVFS_OUT_HANDLE, 0, root);
-	csvfs_out(&args, CSVFS_A_ATTR, 0, sizeof(*attr), attr);
+	attr_out = csvfs_out(&args, CSVFS_A_ATTR, CSVFS_OUT_OPTIONAL,
+			     sizeof(*attr), attr);
 	csvfs_out(&args, CSVFS_A_EPOCH, CSVFS_OUT_OPTIONAL, sizeof(u64),
 		  &sbi->epoch);
 	csvfs_out(&args, CSVFS_A_DEV_SIZE, CSVFS_OUT_OPTIONAL, sizeof(u64),
 		  &sbi->dev_size);
+	ret = csvfs_sb_request(sb, &args);
+	if (ret || attr_out->present)
+		return ret;
+	/* the root's attributes, if MOUNT did not carry them */
+	args = (struct csvfs_args) { .cmd = CSVFS_CMD_GETATTR };
+	csvfs_in(&args, CSVFS_A_FH, root->size, root->data);
+	csvfs_out(&args, CSVFS_A_ATTR, 0, sizeof(*attr), attr);
 	return csvfs_sb_request(sb, &args);
 }
 
@@ -508,6 +518,19 @@ static void csvfs_inval_work(struct work_struct *work)
 		deactivate_super(sb);
 	}
 	kfree(iv);
+}
+
+/* VOLUME_STATE from the daemon: keep the epoch (modes are for later). */
+void csvfs_volume_state(u32 sb_id, u64 epoch)
+{
+	struct csvfs_sb_info *sbi;
+
+	mutex_lock(&csvfs_sb_lock);
+	list_for_each_entry(sbi, &csvfs_sbs, list) {
+		if (sbi->sb_id == sb_id)
+			WRITE_ONCE(sbi->epoch, epoch);
+	}
+	mutex_unlock(&csvfs_sb_lock);
 }
 
 /* Called by the INVALIDATE handler under genl_mutex: defer the work. */

@@ -99,11 +99,13 @@ int ServiceImpl::SetOwnerModeTimes(int fd, const struct stat& st, const csvfs_se
 // Creates (or, without O_EXCL, opens) a regular file, O_DIRECT. The mode is
 // applied exactly: the daemon's umask must not change what the node asked.
 int ServiceImpl::CreateOpen(int dirfd, const std::string& name, int flags, mode_t mode,
-                            UniqueFd* fd) {
-  const int base = (flags & (O_ACCMODE | O_NONBLOCK | O_SYNC | O_DSYNC | O_NOATIME)) |
-                   O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_DIRECT;
+                            UniqueFd* fd, bool* created) {
+  *created = false;
+  const int base = (flags & (O_ACCMODE | O_NONBLOCK | O_SYNC | O_DSYNC | O_NOATIME)) | O_NOFOLLOW |
+                   O_CLOEXEC | O_NOCTTY | O_DIRECT;
   fd->Reset(::openat(dirfd, name.c_str(), base | O_CREAT | O_EXCL, mode));
   if (fd->valid()) {
+    *created = true;
     struct stat st {};
     if (::fstat(fd->get(), &st) == 0 && (st.st_mode & 07777) != mode) ::fchmod(fd->get(), mode);
     return 0;
@@ -131,7 +133,11 @@ int ServiceImpl::Create(Call& c) {
   if (int err = GetName(c, CSVFS_A_NAME, &name)) return err;
   if (int err = OpenFh(c, CSVFS_A_PARENT_FH, O_PATH | O_DIRECTORY, &dir)) return err;
   auto file = std::make_shared<OpenFile>();
-  if (int err = CreateOpen(dir.get(), name, flags, mode & 07777, &file->fd)) return err;
+  bool created = false;
+  if (int err = CreateOpen(dir.get(), name, flags, mode & 07777, &file->fd, &created)) return err;
+  if (created) {
+    if (int err = ApplyCreator(c, dir.get(), file->fd.get())) return err;
+  }
   struct stat st {};
   if (int err = fs_->HandleOf(file->fd.get(), &file->key)) return err;
   if (::fstat(file->fd.get(), &st) != 0) return LastError();
@@ -148,12 +154,29 @@ int ServiceImpl::Create(Call& c) {
   return AddOpen(c, std::move(file));
 }
 
-// After mknod/mkdir: the mode exactly as asked (plus a directory's
-// inherited set-gid bit), then FH and ATTR.
+// The daemon creates as root; the inode belongs to the node's caller. In a
+// set-gid directory the group stays the inherited one, as the VFS would do.
+int ServiceImpl::ApplyCreator(const Call& c, int dirfd, int fd) {
+  auto uid = c.req.GetU32(CSVFS_A_UID);
+  auto gid = c.req.GetU32(CSVFS_A_GID);
+  if (!uid && !gid) return 0;
+  struct stat dir {};
+  if (::fstat(dirfd, &dir) != 0) return LastError();
+  const gid_t group = (!gid || (dir.st_mode & S_ISGID)) ? static_cast<gid_t>(-1) : *gid;
+  const uid_t owner = uid ? *uid : static_cast<uid_t>(-1);
+  if (::fchownat(fd, "", owner, group, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0)
+    return LastError();
+  return 0;
+}
+
+// After mknod/mkdir: the owner and the mode exactly as asked (plus a
+// directory's inherited set-gid bit), then FH and ATTR. chown comes first:
+// it clears set-id bits that the chmod then restores.
 int ServiceImpl::FinishCreate(Call& c, int dirfd, const std::string& name, mode_t mode) {
   UniqueFd child;
   struct stat st {};
   if (int err = LowerFs::OpenChild(dirfd, name, &child)) return err;
+  if (int err = ApplyCreator(c, dirfd, child.get())) return err;
   if (::fstat(child.get(), &st) != 0) return LastError();
   mode_t want = (mode & 07777) | (S_ISDIR(st.st_mode) ? (st.st_mode & S_ISGID) : 0);
   if ((st.st_mode & 07777) != want) {
@@ -168,8 +191,7 @@ int ServiceImpl::Mknod(Call& c) {
   const mode_t mode = *c.req.GetU32(CSVFS_A_MODE);
   const dev_t rdev = *c.req.GetU32(CSVFS_A_RDEV);  // new_encode_dev == glibc's
   const mode_t type = mode & S_IFMT;
-  if (type != S_IFREG && type != S_IFCHR && type != S_IFBLK && type != S_IFIFO &&
-      type != S_IFSOCK)
+  if (type != S_IFREG && type != S_IFCHR && type != S_IFBLK && type != S_IFIFO && type != S_IFSOCK)
     return -EINVAL;
   if (int err = GetName(c, CSVFS_A_NAME, &name)) return err;
   if (int err = OpenFh(c, CSVFS_A_PARENT_FH, O_PATH | O_DIRECTORY, &dir)) return err;
@@ -194,9 +216,9 @@ int ServiceImpl::Symlink(Call& c) {
   if (!target || target->empty() || target->size() >= CSVFS_MAX_PATH) return -EINVAL;
   if (int err = GetName(c, CSVFS_A_NAME, &name)) return err;
   if (int err = OpenFh(c, CSVFS_A_PARENT_FH, O_PATH | O_DIRECTORY, &dir)) return err;
-  if (::symlinkat(std::string(*target).c_str(), dir.get(), name.c_str()) != 0)
-    return LastError();
+  if (::symlinkat(std::string(*target).c_str(), dir.get(), name.c_str()) != 0) return LastError();
   if (int err = LowerFs::OpenChild(dir.get(), name, &child)) return err;
+  if (int err = ApplyCreator(c, dir.get(), child.get())) return err;
   return PutEntry(c, child.get());
 }
 
@@ -210,8 +232,7 @@ int ServiceImpl::Link(Call& c) {
   return PutAttr(c, file.get());
 }
 
-int ServiceImpl::VictimKey(int dirfd, const std::string& name,
-                           std::optional<FileKey>* key) const {
+int ServiceImpl::VictimKey(int dirfd, const std::string& name, std::optional<FileKey>* key) const {
   UniqueFd child;
   struct stat st {};
   if (LowerFs::OpenChild(dirfd, name, &child) != 0) return 0;  // the syscall will say

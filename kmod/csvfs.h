@@ -8,12 +8,14 @@
  *     csvfs_daemon_lock              (registered daemon)
  *       csvfs_req_lock               (request table)
  *     csvfs_inode.lock               (cached attributes, open files)
+ *     csvfs_inode.layout_lock        (layout cache; never with .lock)
  * No csvfs lock is held while a request waits for its reply.
  */
 #ifndef _CSVFS_H
 #define _CSVFS_H
 
 #include <linux/fs.h>
+#include <linux/rbtree.h>
 #include <linux/wait.h>
 #include <linux/workqueue.h>
 #include <net/genetlink.h>
@@ -55,6 +57,11 @@ struct csvfs_sb_info {
 	u64			dev_size;
 	unsigned long		timeout;	/* jiffies per request */
 	unsigned long		attr_timeout;	/* jiffies, 0: no caching */
+	u32			redirect;	/* forced by redirect=: IO_* */
+	/* direct data path; written without a lock (READ/WRITE_ONCE) */
+	u32			io_mode;	/* from VOLUME_STATE: IO_* */
+	unsigned long		path_failed_until; /* jiffies */
+	atomic64_t		redirected_bios;
 };
 
 static inline struct csvfs_sb_info *CSVFS_SB(struct super_block *sb)
@@ -66,11 +73,13 @@ static inline struct csvfs_sb_info *CSVFS_SB(struct super_block *sb)
 enum {
 	CSVFS_I_ATTR_STALE,	/* refetch attributes before use */
 	CSVFS_I_DATA_STALE,	/* drop the page cache at the next open */
+	CSVFS_I_LAYOUT_DIRTY,	/* direct writes not yet LAYOUT_COMMITted */
 };
 
 /*
  * An inode, keyed by the coordinator's file handle (hash of its bytes).
  * lock guards attr_expire and open_files; fh is set once at creation.
+ * layout_lock guards extents and layout_gen (layout.c).
  */
 struct csvfs_inode {
 	struct inode		vfs_inode;
@@ -79,6 +88,10 @@ struct csvfs_inode {
 	unsigned long		attr_expire;	/* jiffies */
 	unsigned long		flags;		/* CSVFS_I_* bits */
 	struct list_head	open_files;	/* writable csvfs_file */
+	spinlock_t		layout_lock;
+	struct rb_root		extents;	/* struct csvfs_lext */
+	unsigned long		layout_gen;	/* bumped by every drop */
+	atomic_t		recalls;	/* recalls in progress */
 };
 
 static inline struct csvfs_inode *CSVFS_I(struct inode *inode)
@@ -168,6 +181,7 @@ int csvfs_request_async(u32 sb_id, unsigned long timeout,
 			struct csvfs_args *args);
 int csvfs_request_reply(struct genl_info *info, int valid);
 void csvfs_requests_resend(void);
+int csvfs_notify(u64 id, u32 sb_id, struct csvfs_args *args);
 void csvfs_queue_work(struct work_struct *work);
 
 static inline int csvfs_sb_request(struct super_block *sb,
@@ -183,12 +197,16 @@ void csvfs_netlink_exit(void);
 bool csvfs_daemon_registered(void);
 u32 csvfs_daemon_port(unsigned int *gen);
 unsigned int csvfs_daemon_gen(void);
+void csvfs_reply_daemon(u64 req_id, u32 sb_id, s32 err);
+void csvfs_path_error(struct csvfs_sb_info *sbi, u64 dev_offset, u64 length,
+		      int err);
 
 /* super.c */
 extern struct file_system_type csvfs_fs_type;
 int csvfs_inode_cache_init(void);
 void csvfs_inode_cache_exit(void);
-void csvfs_volume_state(u32 sb_id, u64 epoch);
+struct super_block *csvfs_sb_get(u32 sb_id);
+void csvfs_volume_state(u32 sb_id, u64 epoch, const u32 *io_mode);
 void csvfs_invalidate(u32 sb_id, u32 flags, const struct csvfs_handle *fh,
 		      const struct csvfs_handle *parent, const char *name);
 
@@ -216,5 +234,25 @@ void csvfs_file_detach(struct inode *inode, struct file *file);
 void csvfs_release_req(struct inode *inode, u64 open_id);
 void csvfs_release_req_fh(struct super_block *sb,
 			  const struct csvfs_handle *fh, u64 open_id);
+
+/* layout.c */
+int csvfs_layout_cache_init(void);
+void csvfs_layout_cache_exit(void);
+void csvfs_layout_init(struct csvfs_inode *ci);
+bool csvfs_layout_lookup(struct inode *inode, u64 pos,
+			 struct csvfs_extent *out);
+int csvfs_layout_get(struct inode *inode, u64 pos, u64 len);
+void csvfs_layout_forget(struct inode *inode, u64 start, u64 len);
+void csvfs_layout_destroy(struct inode *inode);
+int csvfs_layout_commit(struct inode *inode);
+int csvfs_layout_recall(u64 req_id, u32 sb_id, const struct csvfs_handle *fh,
+			u64 offset, u64 length);
+
+/* direct.c */
+int csvfs_direct_init(void);
+void csvfs_direct_exit(void);
+bool csvfs_direct_ok(struct kiocb *iocb, struct iov_iter *iter);
+ssize_t csvfs_dio_read(struct kiocb *iocb, struct iov_iter *to);
+ssize_t csvfs_dio_write(struct kiocb *iocb, struct iov_iter *from);
 
 #endif /* _CSVFS_H */

@@ -150,9 +150,13 @@ static int csvfs_open(struct inode *inode, struct file *file)
 
 static int csvfs_flush(struct file *file, fl_owner_t id)
 {
+	int ret, ret2;
+
 	if (!(file->f_mode & FMODE_WRITE))
 		return 0;
-	return filemap_write_and_wait(file->f_mapping);
+	ret = filemap_write_and_wait(file->f_mapping);
+	ret2 = csvfs_layout_commit(file_inode(file));
+	return ret ?: ret2;
 }
 
 static int csvfs_release(struct inode *inode, struct file *file)
@@ -226,7 +230,7 @@ static int csvfs_write_req(struct inode *inode, u64 open_id, loff_t pos,
 	return 0;
 }
 
-static ssize_t csvfs_read_iter(struct kiocb *iocb, struct iov_iter *to)
+static ssize_t csvfs_redirected_read(struct kiocb *iocb, struct iov_iter *to)
 {
 	struct file *file = iocb->ki_filp;
 	struct inode *inode = file_inode(file);
@@ -266,6 +270,25 @@ static ssize_t csvfs_read_iter(struct kiocb *iocb, struct iov_iter *to)
 	return done ? done : ret;
 }
 
+/*
+ * O_DIRECT goes to the device where the layout maps the range; the rest,
+ * and everything else, is read through the coordinator.
+ */
+static ssize_t csvfs_read_iter(struct kiocb *iocb, struct iov_iter *to)
+{
+	struct inode *inode = file_inode(iocb->ki_filp);
+	ssize_t done = 0, ret;
+
+	if (csvfs_direct_ok(iocb, to)) {
+		done = csvfs_dio_read(iocb, to);
+		if (done < 0 || !iov_iter_count(to) ||
+		    iocb->ki_pos >= i_size_read(inode))
+			return done;
+	}
+	ret = csvfs_redirected_read(iocb, to);
+	return done ? (ret < 0 ? done : done + ret) : ret;
+}
+
 static ssize_t csvfs_write_chunks(struct kiocb *iocb, struct iov_iter *from)
 {
 	struct file *file = iocb->ki_filp;
@@ -300,7 +323,8 @@ static ssize_t csvfs_write_chunks(struct kiocb *iocb, struct iov_iter *from)
 	return done ? done : ret;
 }
 
-static ssize_t csvfs_write_iter(struct kiocb *iocb, struct iov_iter *from)
+static ssize_t csvfs_redirected_write(struct kiocb *iocb,
+				      struct iov_iter *from)
 {
 	struct inode *inode = file_inode(iocb->ki_filp);
 	struct address_space *mapping = inode->i_mapping;
@@ -337,6 +361,29 @@ out:
 	return ret;
 }
 
+/*
+ * O_DIRECT overwrites of written blocks go to the device; what needs
+ * allocation goes through the coordinator, after which the range's layout
+ * is dropped so that the next write there is direct.
+ */
+static ssize_t csvfs_write_iter(struct kiocb *iocb, struct iov_iter *from)
+{
+	struct inode *inode = file_inode(iocb->ki_filp);
+	ssize_t done = 0, ret;
+	loff_t start;
+
+	if (!(iocb->ki_flags & IOCB_APPEND) && csvfs_direct_ok(iocb, from)) {
+		done = csvfs_dio_write(iocb, from);
+		if (done < 0 || !iov_iter_count(from))
+			return done;
+	}
+	start = iocb->ki_pos;
+	ret = csvfs_redirected_write(iocb, from);
+	if (ret > 0 && (iocb->ki_flags & IOCB_DIRECT))
+		csvfs_layout_forget(inode, start, ret);
+	return done ? (ret < 0 ? done : done + ret) : ret;
+}
+
 static int csvfs_fsync(struct file *file, loff_t start, loff_t end,
 		       int datasync)
 {
@@ -346,6 +393,9 @@ static int csvfs_fsync(struct file *file, loff_t start, loff_t end,
 	int ret;
 
 	ret = file_write_and_wait_range(file, start, end);
+	if (ret)
+		return ret;
+	ret = csvfs_layout_commit(inode);
 	if (ret)
 		return ret;
 	csvfs_in(&args, CSVFS_A_FH, CSVFS_I(inode)->fh.size,
@@ -409,9 +459,12 @@ static long csvfs_fallocate(struct file *file, int mode, loff_t offset,
 	int ret;
 
 	inode_lock(inode);
+	inode_dio_wait(inode);
 	ret = filemap_write_and_wait(inode->i_mapping);
 	if (ret)
 		goto out;
+	/* blocks may be allocated, freed or moved: ask again afterwards */
+	csvfs_layout_forget(inode, offset, 0);
 	csvfs_in(&args, CSVFS_A_FH, CSVFS_I(inode)->fh.size,
 		 CSVFS_I(inode)->fh.data);
 	csvfs_in(&args, CSVFS_A_OFFSET, sizeof(off), &off);

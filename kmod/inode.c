@@ -645,9 +645,12 @@ static int csvfs_setattr(struct user_namespace *ns, struct dentry *dentry,
 	if (!sa.valid)
 		return 0;
 	if ((sa.valid & CSVFS_SETATTR_SIZE) && S_ISREG(inode->i_mode)) {
+		inode_dio_wait(inode);
 		ret = filemap_write_and_wait(inode->i_mapping);
 		if (ret)
 			return ret;
+		/* the coordinator frees the blocks past the new size */
+		csvfs_layout_forget(inode, round_down(sa.size, 512), 0);
 	}
 	ret = csvfs_setattr_req(inode, &sa, file);
 	if (!ret && (sa.valid & CSVFS_SETATTR_SIZE))

@@ -15,9 +15,15 @@ static int __init csvfs_init(void)
 	ret = csvfs_inode_cache_init();
 	if (ret)
 		return ret;
-	ret = csvfs_request_init();
+	ret = csvfs_layout_cache_init();
 	if (ret)
 		goto out_cache;
+	ret = csvfs_direct_init();
+	if (ret)
+		goto out_layout;
+	ret = csvfs_request_init();
+	if (ret)
+		goto out_direct;
 	ret = csvfs_netlink_init();
 	if (ret)
 		goto out_request;
@@ -33,6 +39,10 @@ out_netlink:
 	csvfs_netlink_exit();
 out_request:
 	csvfs_request_exit();
+out_direct:
+	csvfs_direct_exit();
+out_layout:
+	csvfs_layout_cache_exit();
 out_cache:
 	csvfs_inode_cache_exit();
 	return ret;
@@ -43,6 +53,8 @@ static void __exit csvfs_exit(void)
 	unregister_filesystem(&csvfs_fs_type);
 	csvfs_netlink_exit();
 	csvfs_request_exit();
+	csvfs_direct_exit();
+	csvfs_layout_cache_exit();
 	csvfs_inode_cache_exit();
 }
 

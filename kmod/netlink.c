@@ -193,19 +193,91 @@ out:
 
 /*
  * CSVFS_CMD_VOLUME_STATE: SB_ID, EPOCH [, IO_MODE, MODE_REASON, LEASE_MS].
- * This version keeps the epoch; I/O modes and the lease come with the
- * direct data path.
+ * This version keeps the epoch and the I/O mode; the lease comes later.
  */
 static int csvfs_nl_volume_state(struct sk_buff *skb, struct genl_info *info)
 {
+	struct nlattr *mode_nla = info->attrs[CSVFS_A_IO_MODE];
+	u32 mode = 0;
+
 	if (!csvfs_from_daemon(info))
 		return -EPERM;
 	if (GENL_REQ_ATTR_CHECK(info, CSVFS_A_SB_ID) ||
 	    GENL_REQ_ATTR_CHECK(info, CSVFS_A_EPOCH))
 		return -EINVAL;
+	if (mode_nla) {
+		mode = nla_get_u32(mode_nla);
+		if (mode >= __CSVFS_IO_MAX) {
+			GENL_SET_ERR_MSG(info, "csvfs: unknown I/O mode");
+			return -EINVAL;
+		}
+	}
 	csvfs_volume_state(nla_get_u32(info->attrs[CSVFS_A_SB_ID]),
-			   nla_get_u64(info->attrs[CSVFS_A_EPOCH]));
+			   nla_get_u64(info->attrs[CSVFS_A_EPOCH]),
+			   mode_nla ? &mode : NULL);
 	return 0;
+}
+
+/*
+ * CSVFS_CMD_LAYOUT_RECALL: REQ_ID, SB_ID, FH, OFFSET, LENGTH. Answered
+ * later with a REPLY of the same REQ_ID, once the range's direct I/O has
+ * drained (which may need requests: never under genl_mutex).
+ */
+static int csvfs_nl_layout_recall(struct sk_buff *skb, struct genl_info *info)
+{
+	struct csvfs_handle *fh;
+	bool present;
+	int ret;
+
+	if (!csvfs_from_daemon(info))
+		return -EPERM;
+	if (GENL_REQ_ATTR_CHECK(info, CSVFS_A_REQ_ID) ||
+	    GENL_REQ_ATTR_CHECK(info, CSVFS_A_SB_ID) ||
+	    GENL_REQ_ATTR_CHECK(info, CSVFS_A_FH) ||
+	    GENL_REQ_ATTR_CHECK(info, CSVFS_A_OFFSET) ||
+	    GENL_REQ_ATTR_CHECK(info, CSVFS_A_LENGTH))
+		return -EINVAL;
+	fh = kmalloc(sizeof(*fh), GFP_KERNEL);
+	if (!fh)
+		return -ENOMEM;
+	ret = csvfs_nl_handle(info, CSVFS_A_FH, fh, &present);
+	if (ret) {
+		GENL_SET_ERR_MSG(info, "csvfs: malformed file handle");
+		goto out;
+	}
+	ret = csvfs_layout_recall(nla_get_u64(info->attrs[CSVFS_A_REQ_ID]),
+				  nla_get_u32(info->attrs[CSVFS_A_SB_ID]), fh,
+				  nla_get_u64(info->attrs[CSVFS_A_OFFSET]),
+				  nla_get_u64(info->attrs[CSVFS_A_LENGTH]));
+out:
+	kfree(fh);
+	return ret;
+}
+
+/* Answer a request of the daemon's (LAYOUT_RECALL). */
+void csvfs_reply_daemon(u64 req_id, u32 sb_id, s32 err)
+{
+	struct csvfs_args args = { .cmd = CSVFS_CMD_REPLY };
+
+	csvfs_in(&args, CSVFS_A_ERRNO, sizeof(err), &err);
+	if (csvfs_notify(req_id, sb_id, &args))
+		pr_warn_ratelimited("lost the reply to daemon request %llu\n",
+				    req_id);
+}
+
+/* Tell the daemon that a device I/O failed on this node's path. */
+void csvfs_path_error(struct csvfs_sb_info *sbi, u64 dev_offset, u64 length,
+		      int err)
+{
+	struct csvfs_args args = { .cmd = CSVFS_CMD_PATH_ERROR };
+	s32 errno_val = err;
+
+	csvfs_warn(sbi->sb, "device I/O at %llu failed (%d): redirecting",
+		   dev_offset, err);
+	csvfs_in(&args, CSVFS_A_DEV_OFFSET, sizeof(dev_offset), &dev_offset);
+	csvfs_in(&args, CSVFS_A_LENGTH, sizeof(length), &length);
+	csvfs_in(&args, CSVFS_A_ERRNO, sizeof(errno_val), &errno_val);
+	csvfs_notify(0, sbi->sb_id, &args);
 }
 
 static const struct genl_small_ops csvfs_genl_ops[] = {
@@ -222,6 +294,11 @@ static const struct genl_small_ops csvfs_genl_ops[] = {
 	{
 		.cmd	= CSVFS_CMD_VOLUME_STATE,
 		.doit	= csvfs_nl_volume_state,
+		.flags	= GENL_ADMIN_PERM,
+	},
+	{
+		.cmd	= CSVFS_CMD_LAYOUT_RECALL,
+		.doit	= csvfs_nl_layout_recall,
 		.flags	= GENL_ADMIN_PERM,
 	},
 };

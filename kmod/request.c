@@ -370,6 +370,27 @@ void csvfs_requests_resend(void)
 	spin_unlock(&csvfs_req_lock);
 }
 
+/*
+ * Send a message that nobody waits for (a REPLY to the daemon's own
+ * request, PATH_ERROR) once, to the daemon registered now. id 0: a new one.
+ */
+int csvfs_notify(u64 id, u32 sb_id, struct csvfs_args *args)
+{
+	struct sk_buff *skb;
+	unsigned int gen;
+	u32 port;
+
+	port = csvfs_daemon_port(&gen);
+	if (!port)
+		return -ENOTCONN;
+	if (!id)
+		id = atomic64_inc_return(&csvfs_next_id);
+	skb = csvfs_msg_build(id, sb_id, args);
+	if (!skb)
+		return -ENOMEM;
+	return genlmsg_unicast(&init_net, skb, port);
+}
+
 /* Work that must finish before the module goes (invalidations). */
 void csvfs_queue_work(struct work_struct *work)
 {

@@ -45,6 +45,8 @@ static struct inode *csvfs_alloc_inode(struct super_block *sb)
 	ci->attr_expire = jiffies;
 	ci->flags = 0;
 	INIT_LIST_HEAD(&ci->open_files);
+	csvfs_layout_init(ci);
+	atomic_set(&ci->recalls, 0);
 	return &ci->vfs_inode;
 }
 
@@ -58,6 +60,7 @@ static void csvfs_inode_init_once(void *obj)
 	struct csvfs_inode *ci = obj;
 
 	spin_lock_init(&ci->lock);
+	spin_lock_init(&ci->layout_lock);
 	inode_init_once(&ci->vfs_inode);
 }
 
@@ -112,12 +115,17 @@ static int csvfs_show_options(struct seq_file *m, struct dentry *root)
 	if (sbi->attr_timeout != msecs_to_jiffies(CSVFS_DEFAULT_ATTR_MS))
 		seq_printf(m, ",attr_timeout_ms=%u",
 			   jiffies_to_msecs(sbi->attr_timeout));
+	if (sbi->redirect == CSVFS_IO_BLOCK_REDIRECTED)
+		seq_puts(m, ",redirect=block");
+	else if (sbi->redirect == CSVFS_IO_FILE_REDIRECTED)
+		seq_puts(m, ",redirect=file");
 	return 0;
 }
 
 static void csvfs_evict_inode(struct inode *inode)
 {
 	truncate_inode_pages_final(&inode->i_data);
+	csvfs_layout_destroy(inode);
 	clear_inode(inode);
 }
 
@@ -298,14 +306,25 @@ struct csvfs_fs_context {
 	char *volume;
 	unsigned int timeout;		/* seconds */
 	unsigned int attr_timeout_ms;
+	u32 redirect;			/* CSVFS_IO_*, DIRECT: not forced */
 };
 
-enum csvfs_param { Opt_volume, Opt_timeout, Opt_attr_timeout_ms };
+enum csvfs_param {
+	Opt_volume, Opt_timeout, Opt_attr_timeout_ms, Opt_redirect,
+};
+
+static const struct constant_table csvfs_redirect_modes[] = {
+	{ "none",	CSVFS_IO_DIRECT },
+	{ "block",	CSVFS_IO_BLOCK_REDIRECTED },
+	{ "file",	CSVFS_IO_FILE_REDIRECTED },
+	{}
+};
 
 static const struct fs_parameter_spec csvfs_fs_parameters[] = {
 	fsparam_string("volume", Opt_volume),
 	fsparam_u32("timeout", Opt_timeout),
 	fsparam_u32("attr_timeout_ms", Opt_attr_timeout_ms),
+	fsparam_enum("redirect", Opt_redirect, csvfs_redirect_modes),
 	{}
 };
 
@@ -340,6 +359,9 @@ static int csvfs_parse_param(struct fs_context *fc, struct fs_parameter *param)
 			return invalfc(fc, "attr_timeout_ms must be 0..60000");
 		ctx->attr_timeout_ms = result.uint_32;
 		break;
+	case Opt_redirect:
+		ctx->redirect = result.uint_32;
+		break;
 	}
 	return 0;
 }
@@ -367,6 +389,10 @@ static int csvfs_get_tree(struct fs_context *fc)
 	strscpy(sbi->volume, ctx->volume, sizeof(sbi->volume));
 	sbi->timeout = ctx->timeout * HZ;
 	sbi->attr_timeout = msecs_to_jiffies(ctx->attr_timeout_ms);
+	sbi->redirect = ctx->redirect;
+	sbi->io_mode = CSVFS_IO_DIRECT;
+	sbi->path_failed_until = jiffies;
+	atomic64_set(&sbi->redirected_bios, 0);
 	sbi->device = kstrdup(fc->source, GFP_KERNEL);
 	if (!sbi->device) {
 		csvfs_sbi_free(sbi);
@@ -448,7 +474,7 @@ struct csvfs_inval {
 };
 
 /* Find a mounted volume by id and hold it active, or NULL. */
-static struct super_block *csvfs_sb_get(u32 sb_id)
+struct super_block *csvfs_sb_get(u32 sb_id)
 {
 	struct csvfs_sb_info *sbi;
 	struct super_block *sb = NULL;
@@ -520,15 +546,21 @@ static void csvfs_inval_work(struct work_struct *work)
 	kfree(iv);
 }
 
-/* VOLUME_STATE from the daemon: keep the epoch (modes are for later). */
-void csvfs_volume_state(u32 sb_id, u64 epoch)
+/* VOLUME_STATE from the daemon: keep the epoch and the I/O mode. */
+void csvfs_volume_state(u32 sb_id, u64 epoch, const u32 *io_mode)
 {
 	struct csvfs_sb_info *sbi;
 
 	mutex_lock(&csvfs_sb_lock);
 	list_for_each_entry(sbi, &csvfs_sbs, list) {
-		if (sbi->sb_id == sb_id)
-			WRITE_ONCE(sbi->epoch, epoch);
+		if (sbi->sb_id != sb_id)
+			continue;
+		WRITE_ONCE(sbi->epoch, epoch);
+		if (io_mode && *io_mode != READ_ONCE(sbi->io_mode)) {
+			pr_info("%s: I/O mode %u -> %u\n", sbi->volume,
+				READ_ONCE(sbi->io_mode), *io_mode);
+			WRITE_ONCE(sbi->io_mode, *io_mode);
+		}
 	}
 	mutex_unlock(&csvfs_sb_lock);
 }

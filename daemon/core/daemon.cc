@@ -327,7 +327,9 @@ void Daemon::OpenService(const std::string& name, uint64_t epoch) {
   opts.volume = name;
   opts.device = l.device;
   opts.mount_dir = config_.run_dir + "/mnt/" + name;
-  opts.call_node = [this](uint32_t node, const abi::Message& m) { return CallNode(node, m); };
+  opts.call_node = [this, name](uint32_t node, const abi::Message& m) {
+    return CallNode(name, node, m);
+  };
   std::error_code fec;
   std::filesystem::create_directories(opts.mount_dir, fec);
   VLOG(kInfo, name, epoch) << "elected: mounting " << opts.device << " on " << opts.mount_dir;
@@ -610,6 +612,13 @@ void Daemon::ServeLocally(const std::string& volume, uint64_t epoch, abi::Messag
 void Daemon::OnPeerRequest(NodeId from, abi::Message request, PeerNet::Reply reply) {
   switch (request.cmd()) {
     case CSVFS_CMD_LAYOUT_RECALL:
+      // The kernel drops the layout and drains its direct I/O first.
+      if (auto volume = request.GetString(CSVFS_A_VOLUME)) {
+        CallKernel(std::string(*volume), std::move(request), std::move(reply));
+        return;
+      }
+      reply(abi::MakeReply(request, 0));
+      return;
     case CSVFS_CMD_LEASE_BREAK:
     case CSVFS_CMD_INVALIDATE:
       // Coordinator-initiated: the kernel holds what is recalled. The test
@@ -628,12 +637,17 @@ void Daemon::OnPeerRequest(NodeId from, abi::Message request, PeerNet::Reply rep
   ServeLocally(std::string(*volume), *epoch, std::move(request), from, std::move(reply));
 }
 
-abi::Message Daemon::CallNode(NodeId node, const abi::Message& m) {
+abi::Message Daemon::CallNode(const std::string& volume, NodeId node, abi::Message m) {
   // Runs on a worker: hand the call to the loop and wait, bounded.
   auto promise = std::make_shared<std::promise<abi::Message>>();
   auto future = promise->get_future();
-  asio::post(io_, [this, node, m, promise] {
+  m.PutString(CSVFS_A_VOLUME, volume);
+  asio::post(io_, [this, volume, node, m, promise] {
     if (node == self_) {
+      if (m.cmd() == CSVFS_CMD_LAYOUT_RECALL) {
+        CallKernel(volume, m, [promise](abi::Message r) { promise->set_value(std::move(r)); });
+        return;
+      }
       if (kernel_ && kernel_->connected()) kernel_->Send(m);
       promise->set_value(abi::MakeReply(m, 0));
       return;
@@ -646,6 +660,44 @@ abi::Message Daemon::CallNode(NodeId node, const abi::Message& m) {
       std::future_status::ready)
     return abi::MakeReply(m, -ETIMEDOUT);
   return future.get();
+}
+
+void Daemon::CallKernel(const std::string& volume, abi::Message m, Reply done) {
+  std::vector<uint32_t> sbs;
+  for (const auto& [sb, name] : sb_volumes_)
+    if (name == volume) sbs.push_back(sb);
+  const uint64_t caller_id = m.req_id();
+  if (sbs.empty() || !kernel_ || !kernel_->connected()) {
+    done(abi::MakeReply(m, 0));  // nothing held here
+    return;
+  }
+  // One mount per volume per node: the first superblock answers.
+  uint64_t id = next_kernel_call_++;
+  m.PutU64(CSVFS_A_REQ_ID, id).PutU32(CSVFS_A_SB_ID, sbs.front());
+  kernel_calls_[id] = {caller_id, std::move(done),
+                       Clock::now() + std::chrono::milliseconds(config_.call_timeout_ms)};
+  if (!kernel_->Send(m)) {
+    auto call = std::move(kernel_calls_[id]);
+    kernel_calls_.erase(id);
+    abi::Message r = abi::MakeReply(m, -EIO);
+    r.PutU64(CSVFS_A_REQ_ID, caller_id);
+    call.done(std::move(r));
+  }
+}
+
+void Daemon::ExpireKernelCalls() {
+  auto now = Clock::now();
+  for (auto it = kernel_calls_.begin(); it != kernel_calls_.end();) {
+    if (now < it->second.deadline) {
+      ++it;
+      continue;
+    }
+    abi::Message r(CSVFS_CMD_REPLY);
+    r.PutU64(CSVFS_A_REQ_ID, it->second.caller_req_id).PutS32(CSVFS_A_ERRNO, -ETIMEDOUT);
+    auto done = std::move(it->second.done);
+    it = kernel_calls_.erase(it);
+    done(std::move(r));
+  }
 }
 
 // ---- channels ----------------------------------------------------------
@@ -721,8 +773,16 @@ void Daemon::OnKernelMessage(abi::Message m) {
       sb_volumes_[*m.GetU32(CSVFS_A_SB_ID)] = std::string(*m.GetString(CSVFS_A_VOLUME));
       kernel_pushed_.erase(std::string(*m.GetString(CSVFS_A_VOLUME)));
       break;
-    case CSVFS_CMD_REPLY:
+    case CSVFS_CMD_REPLY: {
+      auto it = kernel_calls_.find(m.req_id());
+      if (it == kernel_calls_.end()) return;
+      auto call = std::move(it->second);
+      kernel_calls_.erase(it);
+      abi::Message r = abi::MakeReply(m, m.error());
+      r.PutU64(CSVFS_A_REQ_ID, call.caller_req_id);
+      call.done(std::move(r));
       return;
+    }
     default:
       break;
   }
@@ -840,6 +900,7 @@ void Daemon::ProbeTick() {
     Broadcast(state_.Snapshot());
   }
   CheckControlWaits();
+  ExpireKernelCalls();
   Reconcile();
   probe_timer_.expires_after(std::chrono::milliseconds(
       std::min(config_.path_interval_ms, 250)));  // publish quickly, probe at interval

@@ -104,7 +104,12 @@ class Daemon {
   void ServeLocally(const std::string& volume, uint64_t epoch, abi::Message request, NodeId from,
                     Reply reply);
   void OnPeerRequest(NodeId from, abi::Message request, PeerNet::Reply reply);
-  abi::Message CallNode(NodeId node, const abi::Message& m);
+  abi::Message CallNode(const std::string& volume, NodeId node, abi::Message m);
+  // Delivers a coordinator's call (LAYOUT_RECALL) to this node's kernel for
+  // every superblock of `volume` and answers with the kernel's reply (0 if
+  // nothing is mounted here). Loop thread only.
+  void CallKernel(const std::string& volume, abi::Message m, Reply done);
+  void ExpireKernelCalls();
 
   // Channels.
   bool StartTestChannel(std::string* error);
@@ -145,6 +150,14 @@ class Daemon {
   uint64_t next_seq_ = 1;
   std::map<uint64_t, ControlWait> control_waits_;
   std::map<uint32_t, std::string> sb_volumes_;  // kernel superblock -> volume
+  // Calls to the kernel waiting for its REPLY, by the REQ_ID sent.
+  struct KernelCall {
+    uint64_t caller_req_id = 0;
+    Reply done;
+    Clock::time_point deadline;
+  };
+  std::map<uint64_t, KernelCall> kernel_calls_;
+  uint64_t next_kernel_call_ = 1ULL << 62;  // apart from VOLUME_STATE ids
   std::map<std::string, std::tuple<uint64_t, uint32_t, uint32_t>> kernel_pushed_;
   std::unique_ptr<asio::local::stream_protocol::acceptor> test_acceptor_;
   std::unique_ptr<asio::local::stream_protocol::acceptor> control_acceptor_;

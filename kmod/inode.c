@@ -107,6 +107,7 @@ void csvfs_set_attr(struct inode *inode, const struct csvfs_attr *attr)
 	spin_lock(&ci->lock);
 	inode->i_ino = attr->ino;
 	inode->i_mode = (inode->i_mode & S_IFMT) | (attr->mode & S_IALLUGO);
+	inode->i_flags &= ~S_NOSEC;	/* another node may have set privs */
 	set_nlink(inode, attr->nlink);
 	inode->i_uid = make_kuid(&init_user_ns, attr->uid);
 	inode->i_gid = make_kgid(&init_user_ns, attr->gid);

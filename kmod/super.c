@@ -227,6 +227,12 @@ static int csvfs_fill_super(struct super_block *sb, struct fs_context *fc)
 	sb->s_blocksize = PAGE_SIZE;
 	sb->s_blocksize_bits = PAGE_SHIFT;
 	sb->s_flags |= SB_NOATIME;	/* the coordinator keeps atime */
+	/*
+	 * Remember "no set-id bits, no capabilities xattr" (S_NOSEC) so that
+	 * writes do not ask the coordinator for security.capability every
+	 * time; csvfs_set_attr forgets it with every attribute refresh.
+	 */
+	sb->s_flags |= SB_NOSEC;
 	snprintf(sb->s_id, sizeof(sb->s_id), "%s", sbi->volume);
 
 	ret = csvfs_sb_register(fc, sbi);

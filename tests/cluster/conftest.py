@@ -1,4 +1,5 @@
 import os
+import signal
 import sys
 
 import pytest
@@ -11,6 +12,10 @@ from cluster import Cluster  # noqa: E402
 def cluster():
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces, loop devices)")
+    # A test run stopped with SIGTERM still tears the cluster down.
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    previous = signal.signal(signal.SIGTERM, interrupt)
     c = Cluster()
     try:
         c.start()
@@ -20,6 +25,7 @@ def cluster():
         raise
     finally:
         c.close()
+        signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -220,6 +220,10 @@ class Client {
     if (auto b = r.GetBinary(CSVFS_A_EXTENTS)) {
       auto st = csv::abi::UnpackExtents(*b, &ext);
       if (!st.ok()) throw Error("bad layout: " + st.message);
+      if (getenv("CSVIO_DEBUG"))
+        for (const auto& e : ext)
+          std::cerr << "extent file " << e.file_offset << "+" << e.length << " dev " << e.dev_offset
+                    << " state " << e.state << "\n";
     }
     return ext;
   }
@@ -304,7 +308,8 @@ class Client {
             uint64_t n = std::min<uint64_t>(CSVFS_MAX_IO, b - at);
             Message m(CSVFS_CMD_BLOCK_READ);
             m.PutU64(CSVFS_A_DEV_OFFSET, at).PutU64(CSVFS_A_LENGTH, n);
-            auto d = ch_->Must(m, "").GetBinary(CSVFS_A_DATA).value_or(std::span<const uint8_t>());
+            Message r = ch_->Must(m, "");
+            auto d = r.GetBinary(CSVFS_A_DATA).value_or(std::span<const uint8_t>());
             if (d.size() != n) throw Error("short block read");
             buf.insert(buf.end(), d.begin(), d.end());
             at += n;

@@ -225,6 +225,9 @@ void ClusterState::SetCoordinator(VolumeState* v, NodeId next, ApplyResult* resu
   if (next == v->coordinator) return;
   if (v->coordinator != kNoNode && IsMember(v->coordinator)) v->holders.insert(v->coordinator);
   result->changes.push_back({v->name, v->coordinator, next, v->epoch + 1});
+  // A node that gets the role back while it still holds the filesystem
+  // keeps it: it waits for nobody, least of all itself.
+  v->holders.erase(next);
   v->coordinator = next;
   v->epoch++;
   v->ready = false;

@@ -77,6 +77,17 @@ TEST(StateTest, PathLossMovesAndReadyWaitsForRelease) {
   EXPECT_TRUE(v->ready);
 }
 
+TEST(StateTest, RoleRegainedWhileHoldingNeedsNoRelease) {
+  ClusterState s = ThreeNodes();
+  s.OnMembership({1});  // quorum lost: node 1 holds the filesystem
+  EXPECT_TRUE(s.volume("V1")->holders.count(1));
+  s.OnMembership({1, 2});
+  EXPECT_EQ(s.volume("V1")->coordinator, 1u);
+  EXPECT_TRUE(s.volume("V1")->holders.empty());
+  s.Apply(1, Msg(MsgType::kReady, "V1", 0, s.volume("V1")->epoch));
+  EXPECT_TRUE(s.volume("V1")->ready);
+}
+
 TEST(StateTest, ReadyForAStaleEpochIsIgnored) {
   ClusterState s = ThreeNodes();
   s.Apply(1, Msg(MsgType::kReady, "V1", 0, s.volume("V1")->epoch - 1));

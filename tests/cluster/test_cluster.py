@@ -37,6 +37,11 @@ def online(c, nodes=None, not_on=None):
     return wait_for(agreed, 60, f"{VOL} online on nodes {[n.id for n in nodes]}")
 
 
+def all_paths_healthy(c):
+    wait_for(lambda: all(x["path_healthy"] for n in c.nodes if n.csvd
+                         for x in n.volume(VOL)["nodes"]), 30, "every path healthy")
+
+
 def test_cluster_forms(cluster):
     for n in cluster.nodes:
         s = n.status()
@@ -52,7 +57,8 @@ def test_volume_add_elects_one_coordinator(cluster):
     # The first node to publish a healthy path is elected and then kept.
     assert v["coordinator"] in (1, 2, 3)
     assert v["epoch"] >= 1
-    # Every node found the volume by its UUID.
+    # Every node found the volume by its UUID and published a healthy path.
+    all_paths_healthy(cluster)
     for n in cluster.nodes:
         vol = n.volume(VOL)
         assert vol["device"] == cluster.loop
@@ -168,11 +174,6 @@ def test_coordinator_killed_mid_workload(cluster, tmp_path):
     n1.start_csvd()
     cluster.wait_synced()
     assert online(cluster)["coordinator"] == v["coordinator"]
-
-
-def all_paths_healthy(c):
-    wait_for(lambda: all(x["path_healthy"] for n in c.nodes if n.csvd
-                         for x in n.volume(VOL)["nodes"]), 30, "every path healthy")
 
 
 def test_planned_move(cluster):

@@ -26,7 +26,6 @@ VOL = "V1"
 MNT = "/ClusterStorage/V1"
 CTL = f"{CSVCTL} --socket /run/csvd/control.sock"
 NODES = ["node1", "node2", "node3"]
-CSVD_PIDS = {}
 
 pytestmark = pytest.mark.lab(nodes=3, disk_size="2G")
 
@@ -81,9 +80,8 @@ def start_csvd(lab, node):
         json.dump(conf, f)
     sh(lab, node, "mkdir -p /run/csvd /tmp/csvd-state; lsmod | grep -q '^csvfs ' || "
                   f"(cp {KO} /tmp/csvfs.ko && insmod /tmp/csvfs.ko)")
-    pid = lab.spawn(node, f"{CSVD} --foreground --config /lab/{node}/csvd.json",
-                    log=f"/lab/{node}/csvd.log")
-    CSVD_PIDS[node] = pid
+    lab.spawn(node, f"{CSVD} --foreground --config /lab/{node}/csvd.json",
+              log=f"/lab/{node}/csvd.log")
 
 
 def setup_cluster(lab, mount_nodes=NODES, mkfs_opts=""):
@@ -242,11 +240,9 @@ def test_zz_unmount_and_repair(cluster):
     lab = cluster
     for n in NODES:
         sh(lab, n, f"umount {MNT}")
-    # stop csvd everywhere: the coordinator's private XFS mount goes with it
-    for n in NODES:
-        lab.exec(n, f"kill -TERM {CSVD_PIDS[n]}", timeout=30)
-    for n in NODES:
-        wait_for(lambda n=n: not lab.exec(n, f"kill -0 {CSVD_PIDS[n]}").ok, 60, f"csvd on {n} gone")
+    # removing the volume closes the coordinator's service: syncfs, unmount
+    sh(lab, "node1", f"{CTL} volume remove {VOL}")
+    wait_for(lambda: volume(lab, "node1") is None, 60, "volume removed")
     time.sleep(2)
     out = lab.exec("node1", f"xfs_repair -n {DEV}", timeout=300)
     assert out.rc == 0, out.stdout + out.stderr

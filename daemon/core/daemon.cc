@@ -1,5 +1,8 @@
 #include "core/daemon.h"
 
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -8,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <thread>
 
 #include "core/auth.h"
 #include "core/blockdev.h"
@@ -369,6 +373,8 @@ void Daemon::CloseService(const std::string& name) {
   const VolumeState* v = state_.volume(name);
   uint64_t epoch = v ? v->epoch : 0;
   VLOG(kInfo, name, epoch) << "no longer coordinator: unmounting";
+  std::string thaw_error;
+  if (l.frozen) Thaw(name, "the role is lost", &thaw_error);
   asio::post(workers_, [this, name, svc, gate, epoch] {
     {
       std::unique_lock lock(*gate);  // waits for requests in flight
@@ -423,8 +429,36 @@ bool Daemon::Serving(const VolumeState& v) const {
   return synced_ && local_quorate_ && state_.quorate() && v.coordinator != kNoNode && v.ready;
 }
 
+void Daemon::CountRequest(const std::string& volume, const abi::Message& m) {
+  VolumeCounters& c = vol_counters_[volume];
+  auto bytes = [&m] {
+    if (auto d = m.GetBinary(CSVFS_A_DATA)) return static_cast<uint64_t>(d->size());
+    return m.GetU64(CSVFS_A_LENGTH).value_or(0);
+  };
+  switch (m.cmd()) {
+    case CSVFS_CMD_READ:
+    case CSVFS_CMD_WRITE:
+      ++c.file_io;
+      c.file_bytes += bytes();
+      break;
+    case CSVFS_CMD_BLOCK_READ:
+    case CSVFS_CMD_BLOCK_WRITE:
+      ++c.block_io;
+      c.block_bytes += bytes();
+      break;
+    case CSVFS_CMD_LAYOUT_GET:
+    case CSVFS_CMD_LAYOUT_RETURN:
+    case CSVFS_CMD_LAYOUT_COMMIT:
+      ++c.layouts;
+      break;
+    default:
+      ++c.metadata;
+  }
+}
+
 void Daemon::Submit(const std::string& volume, abi::Message request, Reply done) {
   ++counters_.requests;
+  CountRequest(volume, request);
   uint64_t id = next_pending_++;
   Pending p;
   p.volume = volume;
@@ -584,10 +618,12 @@ void Daemon::ServeLocally(const std::string& volume, uint64_t epoch, abi::Messag
     reply(abi::MakeReply(request, -kErrStaleEpoch));
     return;
   }
-  if (from == self_)
+  if (from == self_) {
     ++counters_.served_local;
-  else
+  } else {
     ++counters_.served_for_peers;
+    ++vol_counters_[volume].served_for_peers;
+  }
   auto svc = lit->second.service;
   auto gate = lit->second.gate;
   Uuid uuid = v->uuid;
@@ -827,6 +863,8 @@ std::pair<uint32_t, uint32_t> Daemon::IoMode(NodeId node, const VolumeState& v) 
   if (!state_.quorate() || (node == self_ && !local_quorate_))
     return {CSVFS_IO_PAUSED, CSVFS_REASON_NO_QUORUM};
   if (v.coordinator == kNoNode || !v.ready) return {CSVFS_IO_PAUSED, CSVFS_REASON_FAILOVER};
+  if (v.backup != kNoNode) return {CSVFS_IO_FILE_REDIRECTED, CSVFS_REASON_BACKUP};
+  if (v.redirected) return {CSVFS_IO_FILE_REDIRECTED, CSVFS_REASON_USER};
   if (!state_.PathHealthy(node, v.name)) return {CSVFS_IO_BLOCK_REDIRECTED, CSVFS_REASON_NO_PATH};
   return {CSVFS_IO_DIRECT, CSVFS_REASON_NONE};
 }
@@ -901,6 +939,10 @@ void Daemon::ProbeTick() {
   }
   CheckControlWaits();
   ExpireKernelCalls();
+  for (auto& [name, l] : locals_) {
+    std::string error;
+    if (l.frozen && now > l.frozen_until) Thaw(name, "the freeze timed out", &error);
+  }
   Reconcile();
   probe_timer_.expires_after(std::chrono::milliseconds(
       std::min(config_.path_interval_ms, 250)));  // publish quickly, probe at interval
@@ -1015,10 +1057,61 @@ json Daemon::HandleControl(const json& req, std::function<void(json)> later, boo
                                 {"epoch", v.epoch}});
     return out;
   }
+  if (cmd == "stats") return Stats();
+  std::string vname = req.value("name", req.value("volume", std::string()));
+  if (cmd == "attach" || cmd == "detach") {
+    // mount.csvfs: is this a volume, and is `device` its filesystem?
+    const VolumeState* v = state_.volume(vname);
+    if (!v) {
+      if (!synced_) return fail("csvd is not synchronised with the cluster yet: try again");
+      return fail("no volume " + vname + " in this cluster (csvctl volume list)");
+    }
+    auto lit = locals_.find(vname);
+    std::string local_dev = lit == locals_.end() ? "" : lit->second.device;
+    std::string device = req.value("device", std::string());
+    if (cmd == "attach" && !device.empty()) {
+      std::string error;
+      auto id = ProbeFilesystem(device, &error);
+      if (!id) return fail(error);
+      if (id->uuid != v->uuid)
+        return fail(device + " holds filesystem " + UuidString(id->uuid) + ", not volume " +
+                    vname + " (" + UuidString(v->uuid) + ")" +
+                    (local_dev.empty() ? "" : ": this node sees the volume on " + local_dev));
+    }
+    VLOG(kInfo, vname, v->epoch) << (cmd == "attach" ? "attach" : "detach") << " requested"
+                                 << (device.empty() ? "" : " (" + device + ")");
+    return {{"ok", true},
+            {"volume", vname},
+            {"uuid", UuidString(v->uuid)},
+            {"device", local_dev},
+            {"coordinator", v->coordinator},
+            {"epoch", v->epoch},
+            {"ready", v->ready},
+            {"synced", synced_},
+            {"quorate", local_quorate_ && state_.quorate()}};
+  }
+  if (cmd == "thaw") {  // always allowed: never leave a filesystem frozen
+    std::string error;
+    if (!Thaw(vname, "csvctl asked", &error)) return fail(error);
+    return {{"ok", true}, {"volume", vname}, {"frozen", false}};
+  }
+  if (cmd == "backup-end") {
+    std::string error;
+    auto lit = locals_.find(vname);
+    if (lit != locals_.end() && lit->second.frozen) Thaw(vname, "backup ended", &error);
+  }
   if (!synced_ || !state_.quorate() || !local_quorate_)
     return fail("this node has no quorum or is not synchronised with the cluster yet");
+  if (cmd == "freeze") {
+    const VolumeState* v = state_.volume(vname);
+    if (!v) return fail("no volume " + vname);
+    if (v->backup != self_)
+      return fail("no backup of " + vname + " in progress on this node (csvctl backup begin " +
+                  vname + " first)");
+    return Freeze(vname, req.value("timeout_s", 300), std::move(later), deferred);
+  }
   StateMsg m;
-  m.volume = req.value("name", req.value("volume", std::string()));
+  m.volume = vname;
   if (m.volume.empty() || m.volume.size() >= CSVFS_MAX_VOLUME_NAME ||
       m.volume.find_first_not_of(
           "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != std::string::npos)
@@ -1037,9 +1130,28 @@ json Daemon::HandleControl(const json& req, std::function<void(json)> later, boo
     if (!state_.volume(m.volume)) return fail("no volume " + m.volume);
     m.type = MsgType::kVolumeRemove;
   } else if (cmd == "move") {
-    if (!state_.volume(m.volume)) return fail("no volume " + m.volume);
+    const VolumeState* v = state_.volume(m.volume);
+    if (!v) return fail("no volume " + m.volume);
+    if (v->backup != kNoNode)
+      return fail("a backup of " + m.volume + " is in progress on node " +
+                  std::to_string(v->backup) + ": csvctl backup end " + m.volume + " first");
     m.type = MsgType::kMove;
     m.node = req.value("node", 0u);
+  } else if (cmd == "redirect") {
+    if (!state_.volume(m.volume)) return fail("no volume " + m.volume);
+    m.type = MsgType::kRedirect;
+    m.healthy = req.value("on", true);
+  } else if (cmd == "backup-begin" || cmd == "backup-end") {
+    const VolumeState* v = state_.volume(m.volume);
+    if (!v) return fail("no volume " + m.volume);
+    if (cmd == "backup-end" && v->backup == kNoNode)
+      return {{"ok", true}, {"volume", m.volume}, {"coordinator", v->coordinator},
+              {"epoch", v->epoch}, {"note", "no backup was in progress"}};
+    if (cmd == "backup-end" && v->backup != self_)
+      return fail("the backup of " + m.volume + " is taken by node " + std::to_string(v->backup) +
+                  ": end it there");
+    m.type = MsgType::kBackup;
+    m.node = cmd == "backup-begin" ? self_ : kNoNode;
   } else {
     return fail("unknown command " + cmd);
   }
@@ -1074,6 +1186,10 @@ json Daemon::Status() const {
     nodes.push_back({{"id", n.id},
                      {"addr", n.host + ":" + std::to_string(n.port)},
                      {"member", state_.IsMember(n.id)},
+                     {"lease", state_.IsMember(n.id) && state_.quorate() &&
+                                       (n.id != self_ || local_quorate_)
+                                   ? "valid"
+                                   : "expired"},
                      {"connected", n.id == self_ || peers_->Connected(n.id)}});
   out["nodes"] = nodes;
   json vols = json::array();
@@ -1083,9 +1199,12 @@ json Daemon::Status() const {
                {"preferred", v.preferred},
                {"coordinator", v.coordinator},
                {"epoch", v.epoch},
-               {"ready", v.ready}};
+               {"ready", v.ready},
+               {"redirected", v.redirected},
+               {"backup_node", v.backup}};
     auto lit = locals_.find(name);
     jv["device"] = lit == locals_.end() ? "" : lit->second.device;
+    jv["frozen_here"] = lit != locals_.end() && lit->second.frozen;
     jv["serving_here"] = lit != locals_.end() && lit->second.service != nullptr;
     json per = json::array();
     for (NodeId n : state_.members()) {
@@ -1093,7 +1212,10 @@ json Daemon::Status() const {
       per.push_back({{"id", n},
                      {"path_healthy", state_.PathHealthy(n, name)},
                      {"io_mode", ModeName(mode)},
-                     {"reason", ReasonName(reason)}});
+                     {"reason", ReasonName(reason)},
+                     {"lease", (n == self_ ? local_quorate_ : true) && state_.quorate()
+                                   ? "valid"
+                                   : "expired"}});
     }
     jv["nodes"] = per;
     vols.push_back(jv);
@@ -1115,6 +1237,94 @@ json Daemon::Status() const {
                      {"last_hold_ms", counters_.last_hold_ms},
                      {"max_hold_ms", counters_.max_hold_ms}};
   return out;
+}
+
+}  // namespace csv::core
+
+namespace csv::core {
+
+json Daemon::Stats() const {
+  json vols = json::array();
+  for (const auto& [name, v] : state_.volumes()) {
+    auto [mode, reason] = IoMode(self_, v);
+    auto it = vol_counters_.find(name);
+    VolumeCounters c = it == vol_counters_.end() ? VolumeCounters{} : it->second;
+    vols.push_back({{"name", name},
+                    {"coordinator", v.coordinator},
+                    {"epoch", v.epoch},
+                    {"io_mode", ModeName(mode)},
+                    {"reason", ReasonName(reason)},
+                    {"metadata_ops", c.metadata},
+                    {"file_redirected_ios", c.file_io},
+                    {"file_redirected_bytes", c.file_bytes},
+                    {"block_redirected_ios", c.block_io},
+                    {"block_redirected_bytes", c.block_bytes},
+                    {"layout_ops", c.layouts},
+                    {"served_for_peers", c.served_for_peers}});
+  }
+  json out = Status();
+  return {{"ok", true}, {"node", self_}, {"volumes", vols}, {"counters", out["counters"]}};
+}
+
+json Daemon::Freeze(const std::string& volume, int timeout_s, std::function<void(json)> later,
+                    bool* deferred) {
+  auto fail = [](std::string why) { return json{{"ok", false}, {"error", std::move(why)}}; };
+  Local& l = locals_[volume];
+  if (!l.service || l.busy) return fail("this node does not serve " + volume + " yet: retry");
+  if (l.frozen) return fail(volume + " is already frozen");
+  if (l.freezing) return fail(volume + " is being frozen");
+  timeout_s = std::clamp(timeout_s, 1, 3600);
+  l.freezing = true;
+  std::string dir = config_.run_dir + "/mnt/" + volume;
+  *deferred = true;
+  // FIFREEZE syncs the filesystem first: off the loop, and off the worker
+  // pool (its workers may block on the frozen filesystem).
+  std::thread([this, volume, dir, timeout_s, later = std::move(later)] {
+    int err = 0;
+    int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || ioctl(fd, FIFREEZE, 0) != 0) err = errno;
+    if (fd >= 0) close(fd);
+    asio::post(io_, [this, volume, err, timeout_s, later] {
+      Local& lv = locals_[volume];
+      lv.freezing = false;
+      const VolumeState* v = state_.volume(volume);
+      uint64_t epoch = v ? v->epoch : 0;
+      if (err) {
+        VLOG(kWarning, volume, epoch) << "FIFREEZE failed: " << std::strerror(err);
+        later({{"ok", false},
+               {"error", "cannot freeze " + volume + ": " + std::strerror(err)}});
+        return;
+      }
+      lv.frozen = true;
+      lv.frozen_until = Clock::now() + std::chrono::seconds(timeout_s);
+      VLOG(kInfo, volume, epoch) << "lower filesystem frozen for a backup (at most " << timeout_s
+                                 << " s)";
+      later({{"ok", true}, {"volume", volume}, {"frozen", true}, {"timeout_s", timeout_s}});
+    });
+  }).detach();
+  return {};
+}
+
+bool Daemon::Thaw(const std::string& volume, const char* why, std::string* error) {
+  auto it = locals_.find(volume);
+  if (it == locals_.end() || !it->second.frozen) {
+    *error = volume + " is not frozen on this node";
+    return false;
+  }
+  std::string dir = config_.run_dir + "/mnt/" + volume;
+  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int err = 0;
+  if (fd < 0 || (ioctl(fd, FITHAW, 0) != 0 && errno != EINVAL)) err = errno;
+  if (fd >= 0) close(fd);
+  const VolumeState* v = state_.volume(volume);
+  if (err) {
+    *error = "cannot thaw " + volume + ": " + std::strerror(err);
+    VLOG(kError, volume, v ? v->epoch : 0) << *error;
+    return false;
+  }
+  it->second.frozen = false;
+  VLOG(kInfo, volume, v ? v->epoch : 0) << "lower filesystem thawed (" << why << ")";
+  return true;
 }
 
 }  // namespace csv::core

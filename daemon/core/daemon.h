@@ -59,6 +59,17 @@ class Daemon {
     Clock::time_point kernel_error_until{};
     Clock::time_point last_ready_sent{}, last_released_sent{}, last_path_sent{};
     bool last_path_value = false;
+    // csvctl backup: the lower filesystem frozen (FIFREEZE) until thawed or
+    // frozen_until, whichever comes first.
+    bool frozen = false;
+    bool freezing = false;
+    Clock::time_point frozen_until{};
+  };
+
+  // Requests of local clients per volume, by data path (csvctl stats).
+  struct VolumeCounters {
+    uint64_t metadata = 0, file_io = 0, file_bytes = 0, block_io = 0, block_bytes = 0,
+             layouts = 0, errors = 0, served_for_peers = 0;
   };
 
   // A request from a local client, until its final reply.
@@ -121,6 +132,12 @@ class Daemon {
   nlohmann::json HandleControl(const nlohmann::json& req, std::function<void(nlohmann::json)> later,
                                bool* deferred);
   nlohmann::json Status() const;
+  nlohmann::json Stats() const;
+  // csvctl backup: freeze/thaw the lower filesystem this node serves.
+  nlohmann::json Freeze(const std::string& volume, int timeout_s,
+                        std::function<void(nlohmann::json)> later, bool* deferred);
+  bool Thaw(const std::string& volume, const char* why, std::string* error);
+  void CountRequest(const std::string& volume, const abi::Message& m);
   void CheckControlWaits();
 
   // Path monitor.
@@ -168,6 +185,7 @@ class Daemon {
              resent = 0, refused_stale = 0, errors = 0, malformed = 0;
     double max_hold_ms = 0, last_hold_ms = 0;
   } counters_;
+  std::map<std::string, VolumeCounters> vol_counters_;
 };
 
 }  // namespace csv::core

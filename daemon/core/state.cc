@@ -115,6 +115,8 @@ std::vector<uint8_t> EncodeStateMsg(const StateMsg& m) {
         body.U8(v.ready ? 1 : 0);
         body.U32(static_cast<uint32_t>(v.holders.size()));
         for (NodeId h : v.holders) body.U32(h);
+        body.U8(v.redirected ? 1 : 0);
+        body.U32(v.backup);
       }
       PutPairs(&body, m.healthy_paths);
       PutPairs(&body, m.open_failed);
@@ -178,6 +180,8 @@ bool DecodeStateMsg(std::span<const uint8_t> bytes, StateMsg* out, std::string* 
         if (!r.U32(&n)) return fail("truncated holders");
         v.holders.insert(n);
       }
+      if (!r.U8(&flag) || flag > 1 || !r.U32(&v.backup)) return fail("truncated flags");
+      v.redirected = flag;
       m.volumes.push_back(std::move(v));
     }
     if (!GetPairs(&r, &m.healthy_paths) || !GetPairs(&r, &m.open_failed))
@@ -246,8 +250,10 @@ ApplyResult ClusterState::OnMembership(std::vector<NodeId> members) {
   // mount gets another chance on every membership change.
   std::erase_if(healthy_paths_, [this](const NodeVolume& p) { return !IsMember(p.first); });
   open_failed_.clear();
-  for (auto& [name, v] : volumes_)
+  for (auto& [name, v] : volumes_) {
     std::erase_if(v.holders, [this](NodeId n) { return !IsMember(n); });
+    if (v.backup != kNoNode && !IsMember(v.backup)) v.backup = kNoNode;  // its backup ended
+  }
   return ElectAll();
 }
 
@@ -327,6 +333,37 @@ ApplyResult ClusterState::Apply(NodeId sender, const StateMsg& m) {
       if (v && v->coordinator == sender && v->epoch == m.epoch)
         open_failed_.insert({sender, m.volume});
       break;
+    case MsgType::kRedirect:
+      if (!v) {
+        result.error = "no volume " + m.volume;
+        return result;
+      }
+      v->redirected = m.healthy;
+      return result;
+    case MsgType::kBackup: {
+      if (!v) {
+        result.error = "no volume " + m.volume;
+        return result;
+      }
+      if (m.node == kNoNode) {
+        v->backup = kNoNode;
+        return result;
+      }
+      if (v->backup != kNoNode && v->backup != m.node) {
+        result.error = "node " + std::to_string(v->backup) + " is already taking a backup of " +
+                       m.volume + " (csvctl backup end " + m.volume + " there first)";
+        return result;
+      }
+      ElectionInput in = InputFor(*v);
+      if (!in.quorate || !in.eligible.count(m.node)) {
+        result.error = "node " + std::to_string(m.node) + " cannot coordinate " + m.volume +
+                       " for a backup (not a member, no healthy path, or no quorum)";
+        return result;
+      }
+      v->backup = m.node;
+      SetCoordinator(v, m.node, &result);
+      return result;
+    }
     case MsgType::kMax:
       result.error = "bad type";
       return result;

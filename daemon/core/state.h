@@ -31,7 +31,7 @@ namespace csv::core {
 using Uuid = std::array<uint8_t, 16>;
 
 inline constexpr uint32_t kStateMagic = 0x53565343;  // "CSVS" little-endian
-inline constexpr uint16_t kStateVersion = 1;
+inline constexpr uint16_t kStateVersion = 2;  // 2: redirect, backup
 inline constexpr size_t kMaxStateMessage = 1 << 20;
 
 struct VolumeState {
@@ -43,6 +43,8 @@ struct VolumeState {
   bool ready = false;            // the coordinator announced READY for epoch
   std::set<NodeId> holders;      // former coordinators that may still have
                                  // the lower fs mounted (until RELEASED)
+  bool redirected = false;       // csvctl redirect on: every node FileRedirected
+  NodeId backup = kNoNode;       // csvctl backup begin: the node taking the backup
   bool operator==(const VolumeState&) const = default;
 };
 
@@ -55,6 +57,8 @@ enum class MsgType : uint16_t {
   kReady,         // volume, epoch: the sender serves the volume
   kReleased,      // volume: the sender has unmounted the lower fs
   kOpenFailed,    // volume, epoch: the sender could not mount it
+  kRedirect,      // volume, healthy = on/off: maintenance (file-system redirected)
+  kBackup,        // volume, node = the backup node (kNoNode: backup ended)
   kMax
 };
 

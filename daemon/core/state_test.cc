@@ -150,6 +150,46 @@ TEST(StateTest, SyncMakesJoinerIdentical) {
   EXPECT_TRUE(b.PathHealthy(3, "V1"));
 }
 
+TEST(StateTest, RedirectIsAReplicatedFlag) {
+  ClusterState s = ThreeNodes();
+  uint64_t e = s.volume("V1")->epoch;
+  EXPECT_TRUE(s.Apply(2, Msg(MsgType::kRedirect, "V1", 0, 0, true)).error.empty());
+  EXPECT_TRUE(s.volume("V1")->redirected);
+  EXPECT_EQ(s.volume("V1")->epoch, e) << "maintenance mode keeps the coordinator";
+  s.Apply(3, Msg(MsgType::kRedirect, "V1", 0, 0, false));
+  EXPECT_FALSE(s.volume("V1")->redirected);
+  EXPECT_FALSE(s.Apply(1, Msg(MsgType::kRedirect, "nope", 0, 0, true)).error.empty());
+}
+
+TEST(StateTest, BackupMovesTheRoleToTheBackupNode) {
+  ClusterState s = ThreeNodes();
+  ASSERT_EQ(s.volume("V1")->coordinator, 1u);
+  auto r = s.Apply(3, Msg(MsgType::kBackup, "V1", 3));
+  EXPECT_TRUE(r.error.empty()) << r.error;
+  EXPECT_EQ(s.volume("V1")->coordinator, 3u);
+  EXPECT_EQ(s.volume("V1")->backup, 3u);
+  EXPECT_FALSE(s.Apply(2, Msg(MsgType::kBackup, "V1", 2)).error.empty())
+      << "one backup at a time";
+  s.Apply(3, Msg(MsgType::kBackup, "V1", kNoNode));
+  EXPECT_EQ(s.volume("V1")->backup, kNoNode);
+  EXPECT_EQ(s.volume("V1")->coordinator, 3u) << "the role stays after the backup";
+  s.Apply(2, Msg(MsgType::kBackup, "V1", 2));
+  s.OnMembership({1, 3});
+  EXPECT_EQ(s.volume("V1")->backup, kNoNode) << "a backup node that left ends its backup";
+}
+
+TEST(StateWireTest, SyncCarriesRedirectAndBackup) {
+  ClusterState a = ThreeNodes();
+  a.Apply(1, Msg(MsgType::kRedirect, "V1", 0, 0, true));
+  a.Apply(2, Msg(MsgType::kBackup, "V1", 2));
+  StateMsg d;
+  std::string error;
+  ASSERT_TRUE(DecodeStateMsg(EncodeStateMsg(a.Snapshot()), &d, &error)) << error;
+  ASSERT_EQ(d.volumes.size(), 1u);
+  EXPECT_TRUE(d.volumes[0].redirected);
+  EXPECT_EQ(d.volumes[0].backup, 2u);
+}
+
 TEST(StateWireTest, RoundTrip) {
   StateMsg m = Msg(MsgType::kPath, "Volume1", 7, 42, true);
   m.origin_seq = 0x1122334455667788ull;
@@ -184,7 +224,7 @@ TEST(StateWireTest, RefusesBadHeaderFields) {
   StateMsg d;
   std::string error;
   auto bad = wire;
-  bad[4] = 2;  // version
+  bad[4] = 9;  // version
   EXPECT_FALSE(DecodeStateMsg(bad, &d, &error));
   bad = wire;
   bad[6] = 0x7f;  // type

@@ -120,8 +120,7 @@ int LowerFs::HandleOf(int fd, FileKey* out) const {
   HandleBuffer buf{};
   buf.header.handle_bytes = kMaxHandleBytes;
   int mount_id = 0;
-  if (::name_to_handle_at(fd, "", &buf.header, &mount_id, AT_EMPTY_PATH) != 0)
-    return LastError();
+  if (::name_to_handle_at(fd, "", &buf.header, &mount_id, AT_EMPTY_PATH) != 0) return LastError();
   *out = {};
   csvfs_fh h{static_cast<uint32_t>(buf.header.handle_type), buf.header.handle_bytes};
   out->resize(sizeof h + h.len);

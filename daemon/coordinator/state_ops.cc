@@ -45,7 +45,7 @@ void AddExtent(std::vector<csvfs_extent>* out, uint64_t start, uint64_t end, uin
 Range RequestRange(uint64_t off, uint64_t len) {
   uint64_t start = off / 512 * 512;
   uint64_t end = (len > kMaxRangeEnd || off > kMaxRangeEnd - len) ? kMaxRangeEnd
-                                                                   : (off + len + 511) / 512 * 512;
+                                                                  : (off + len + 511) / 512 * 512;
   return {start, end};
 }
 
@@ -138,8 +138,8 @@ int ServiceImpl::LayoutCommit(Call& c) {
     if (int err = Truncate(key, st, sa->size, c.node)) return err;
   }
   csvfs_setattr times = *sa;
-  times.valid &= CSVFS_SETATTR_ATIME | CSVFS_SETATTR_MTIME | CSVFS_SETATTR_ATIME_NOW |
-                 CSVFS_SETATTR_MTIME_NOW;
+  times.valid &=
+      CSVFS_SETATTR_ATIME | CSVFS_SETATTR_MTIME | CSVFS_SETATTR_ATIME_NOW | CSVFS_SETATTR_MTIME_NOW;
   if (int err = SetOwnerModeTimes(path.get(), st, times)) return err;
   return PutAttr(c, path.get());
 }
@@ -246,8 +246,8 @@ int ServiceImpl::Lock(Call& c) {
     struct stat st {};
     if (int err = OpenFhKey(c, O_PATH, &path, &key, &st)) return err;
   }
-  LockRecord want{c.node, l->owner, l->pid, l->type, l->start, l->end,
-                  (l->flags & CSVFS_LOCK_F_FLOCK) != 0};
+  LockRecord want{
+      c.node, l->owner, l->pid, l->type, l->start, l->end, (l->flags & CSVFS_LOCK_F_FLOCK) != 0};
   if (want.flock) want.start = 0, want.end = kToEof;
   LockRecord conflict;
   csvfs_lock out = *l;

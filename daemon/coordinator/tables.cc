@@ -86,8 +86,7 @@ void LayoutTable::Grant(const FileKey& key, LayoutGrant grant) {
   grants_[key].push_back(std::move(grant));
 }
 
-void LayoutTable::Subtract(const FileKey& key, const Range& range,
-                           std::optional<uint32_t> node) {
+void LayoutTable::Subtract(const FileKey& key, const Range& range, std::optional<uint32_t> node) {
   auto it = grants_.find(key);
   if (it == grants_.end()) return;
   std::vector<LayoutGrant> kept;
@@ -155,7 +154,8 @@ bool LayoutTable::CoversForWrite(uint32_t node, uint64_t dev_offset, uint64_t le
     for (const auto& g : grants) {
       if (g.node != node || g.iomode != CSVFS_LAYOUT_RW) continue;
       for (const auto& e : g.extents)
-        if (e.state == CSVFS_EXT_WRITTEN) written.push_back({e.dev_offset, e.dev_offset + e.length});
+        if (e.state == CSVFS_EXT_WRITTEN)
+          written.push_back({e.dev_offset, e.dev_offset + e.length});
     }
   }
   std::sort(written.begin(), written.end(),
@@ -195,8 +195,7 @@ void LeaseTable::Set(const FileKey& key, uint32_t node, uint32_t level) {
   if (it->second.empty()) leases_.erase(it);
 }
 
-std::vector<std::pair<uint32_t, uint32_t>> LeaseTable::Conflicts(const FileKey& key,
-                                                                 uint32_t node,
+std::vector<std::pair<uint32_t, uint32_t>> LeaseTable::Conflicts(const FileKey& key, uint32_t node,
                                                                  uint32_t wanted) const {
   std::vector<std::pair<uint32_t, uint32_t>> out;
   auto it = leases_.find(key);
@@ -228,7 +227,7 @@ bool SameOwner(const LockRecord& a, const LockRecord& b) {
 
 bool Conflicts(const LockRecord& held, const LockRecord& want) {
   if (held.flock != want.flock || SameOwner(held, want)) return false;  // flock and POSIX
-  if (held.end < want.start || want.end < held.start) return false;      // are independent
+  if (held.end < want.start || want.end < held.start) return false;     // are independent
   return held.type == CSVFS_LOCK_WRITE || want.type == CSVFS_LOCK_WRITE;
 }
 

@@ -37,14 +37,18 @@ TEST(LayoutTable, SubtractSplitsAndClipsExtents) {
 
 TEST(LayoutTable, WriteCoverageNeedsWrittenRwExtents) {
   LayoutTable t;
-  t.Grant(kFile, {1, {0, 8192}, CSVFS_LAYOUT_RW,
-                  {Ext(0, 4096, 65536, CSVFS_EXT_WRITTEN), Ext(4096, 4096, 69632, CSVFS_EXT_WRITTEN)}});
+  t.Grant(kFile,
+          {1,
+           {0, 8192},
+           CSVFS_LAYOUT_RW,
+           {Ext(0, 4096, 65536, CSVFS_EXT_WRITTEN), Ext(4096, 4096, 69632, CSVFS_EXT_WRITTEN)}});
   t.Grant(kOther, {1, {0, 4096}, CSVFS_LAYOUT_READ, {Ext(0, 4096, 1 << 20, CSVFS_EXT_WRITTEN)}});
-  t.Grant(kOther, {1, {4096, 8192}, CSVFS_LAYOUT_RW, {Ext(4096, 4096, 2 << 20, CSVFS_EXT_UNWRITTEN)}});
-  EXPECT_TRUE(t.CoversForWrite(1, 65536, 8192));   // two adjacent extents
-  EXPECT_FALSE(t.CoversForWrite(2, 65536, 512));   // another node's
-  EXPECT_FALSE(t.CoversForWrite(1, 1 << 20, 512)); // READ layout
-  EXPECT_FALSE(t.CoversForWrite(1, 2 << 20, 512)); // unwritten
+  t.Grant(kOther,
+          {1, {4096, 8192}, CSVFS_LAYOUT_RW, {Ext(4096, 4096, 2 << 20, CSVFS_EXT_UNWRITTEN)}});
+  EXPECT_TRUE(t.CoversForWrite(1, 65536, 8192));    // two adjacent extents
+  EXPECT_FALSE(t.CoversForWrite(2, 65536, 512));    // another node's
+  EXPECT_FALSE(t.CoversForWrite(1, 1 << 20, 512));  // READ layout
+  EXPECT_FALSE(t.CoversForWrite(1, 2 << 20, 512));  // unwritten
   t.Drop(kFile, {4096, kToEof});
   EXPECT_TRUE(t.CoversForWrite(1, 65536, 4096));
   EXPECT_FALSE(t.CoversForWrite(1, 69632, 512));
@@ -56,7 +60,9 @@ TEST(LayoutTable, WriteCoverageNeedsWrittenRwExtents) {
 
 TEST(LayoutTable, HolesHeldElsewhereGoStaleOnWrite) {
   LayoutTable t;
-  t.Grant(kFile, {2, {0, 8192}, CSVFS_LAYOUT_READ,
+  t.Grant(kFile, {2,
+                  {0, 8192},
+                  CSVFS_LAYOUT_READ,
                   {Ext(0, 4096, 65536, CSVFS_EXT_WRITTEN), Ext(4096, 4096, 0, CSVFS_EXT_HOLE)}});
   EXPECT_TRUE(t.HoldersNotWritten(kFile, {0, 4096}, 1).empty());
   EXPECT_EQ(t.HoldersNotWritten(kFile, {4096, 4608}, 1), std::vector<uint32_t>{2});

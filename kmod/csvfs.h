@@ -206,6 +206,7 @@ extern struct file_system_type csvfs_fs_type;
 int csvfs_inode_cache_init(void);
 void csvfs_inode_cache_exit(void);
 struct super_block *csvfs_sb_get(u32 sb_id);
+bool csvfs_sb_volume(u32 sb_id, char *buf);
 void csvfs_volume_state(u32 sb_id, u64 epoch, const u32 *io_mode);
 void csvfs_invalidate(u32 sb_id, u32 flags, const struct csvfs_handle *fh,
 		      const struct csvfs_handle *parent, const char *name);

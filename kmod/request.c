@@ -70,6 +70,8 @@ static size_t csvfs_msg_size(const struct csvfs_args *args)
 	size_t size = 2 * nla_total_size(sizeof(u64));	/* REQ_ID, SB_ID */
 	int i;
 
+	size += nla_total_size(CSVFS_MAX_VOLUME_NAME);	/* VOLUME */
+
 	for (i = 0; i < args->in_numargs; i++)
 		size += nla_total_size(args->in[i].len);
 	return size;
@@ -78,6 +80,8 @@ static size_t csvfs_msg_size(const struct csvfs_args *args)
 static struct sk_buff *csvfs_msg_build(u64 id, u32 sb_id,
 				       const struct csvfs_args *args)
 {
+	char volume[CSVFS_MAX_VOLUME_NAME];
+	bool has_volume = false;
 	struct sk_buff *skb;
 	void *hdr;
 	int i;
@@ -95,9 +99,18 @@ static struct sk_buff *csvfs_msg_build(u64 id, u32 sb_id,
 	for (i = 0; i < args->in_numargs; i++) {
 		const struct csvfs_in_arg *in = &args->in[i];
 
+		if (in->type == CSVFS_A_VOLUME)
+			has_volume = true;
 		if (nla_put(skb, in->type, in->len, in->value))
 			goto out_free;
 	}
+	/*
+	 * Every message names its volume, so that a daemon that restarted
+	 * (and lost its SB_ID -> volume map) can route re-sent requests.
+	 */
+	if (sb_id && !has_volume && csvfs_sb_volume(sb_id, volume) &&
+	    nla_put_string(skb, CSVFS_A_VOLUME, volume))
+		goto out_free;
 	genlmsg_end(skb, hdr);
 	return skb;
 

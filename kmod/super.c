@@ -479,6 +479,27 @@ struct csvfs_inval {
 	char			name[CSVFS_MAX_NAME];
 };
 
+/*
+ * Copy the volume name of registered superblock sb_id into buf
+ * (CSVFS_MAX_VOLUME_NAME bytes); false if there is none.
+ */
+bool csvfs_sb_volume(u32 sb_id, char *buf)
+{
+	struct csvfs_sb_info *sbi;
+	bool found = false;
+
+	mutex_lock(&csvfs_sb_lock);
+	list_for_each_entry(sbi, &csvfs_sbs, list) {
+		if (sbi->sb_id == sb_id) {
+			strscpy(buf, sbi->volume, CSVFS_MAX_VOLUME_NAME);
+			found = true;
+			break;
+		}
+	}
+	mutex_unlock(&csvfs_sb_lock);
+	return found;
+}
+
 /* Find a mounted volume by id and hold it active, or NULL. */
 struct super_block *csvfs_sb_get(u32 sb_id)
 {

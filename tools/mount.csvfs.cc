@@ -88,6 +88,26 @@ std::string MountedVolume(const std::string& dir, bool* is_csvfs) {
   return found;
 }
 
+// Where volume `volume` is mounted (csvfs) in this mount namespace, or "".
+std::string MountPointOf(const std::string& volume) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    std::string id, parent, devno, root, mnt, opts, f;
+    ls >> id >> parent >> devno >> root >> mnt >> opts;
+    while (ls >> f && f != "-") {
+    }
+    std::string fstype, source, super;
+    ls >> fstype >> source >> super;
+    if (fstype != "csvfs") continue;
+    std::istringstream os(super);
+    for (std::string o; std::getline(os, o, ',');)
+      if (o == "volume=" + volume) return mnt;
+  }
+  return "";
+}
+
 int Umount(int argc, char** argv) {
   std::string dir;
   bool lazy = false, force = false;
@@ -226,6 +246,11 @@ int main(int argc, char** argv) {
   struct stat st {};
   if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
     return Die(kMountFailed, "mount point " + dir + " is not a directory");
+  // csvfs mounts a volume once per node (the kernel refuses a second
+  // superblock with EINVAL): say so instead of "bad option".
+  if (std::string at = MountPointOf(volume); !at.empty())
+    return Die(kMountFailed, "volume " + volume + " is already mounted on this node at " + at +
+                                 " (a volume is mounted once per node: umount " + at + " first)");
   data = "volume=" + volume + (data.empty() ? "" : "," + data);
   if (verbose)
     std::cerr << "mount.csvfs: mount -t csvfs -o " << data << " " << device << " " << dir

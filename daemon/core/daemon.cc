@@ -825,6 +825,12 @@ void Daemon::OnKernelMessage(abi::Message m) {
   std::string volume;
   if (auto v = m.GetString(CSVFS_A_VOLUME)) {
     volume = *v;
+    // Every kernel request names its volume: a restarted daemon relearns
+    // the superblocks of the mounts made before it started.
+    if (auto sb = m.GetU32(CSVFS_A_SB_ID); sb && !sb_volumes_.count(*sb)) {
+      sb_volumes_[*sb] = volume;
+      PushKernelState();
+    }
   } else if (auto sb = m.GetU32(CSVFS_A_SB_ID); sb && sb_volumes_.count(*sb)) {
     volume = sb_volumes_[*sb];
   } else {

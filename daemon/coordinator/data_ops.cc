@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <random>
 
 #include "coordinator/service_impl.h"
 
@@ -76,6 +77,9 @@ int ServiceImpl::AddOpen(Call& c, std::shared_ptr<OpenFile> file) {
   uint64_t id = 0;
   {
     std::lock_guard lock(mu_);
+    // Ids of an earlier coordinator (still held by nodes) must not name a
+    // new open here: the first open of this service starts at a random id.
+    if (next_open_id_ == 1) next_open_id_ = (std::random_device{}() * 0x10000ull + 1) << 16;
     id = next_open_id_++;
     lease = leases_.Level(file->key, file->node);
     opens_.emplace(id, std::move(file));
@@ -118,7 +122,11 @@ int ServiceImpl::Release(Call& c) {
   std::shared_ptr<OpenFile> file;  // closed outside the lock
   std::lock_guard lock(mu_);
   auto it = opens_.find(id);
-  if (it == opens_.end() || it->second->node != c.node) return -EBADF;
+  // Unknown: already released (a RELEASE re-sent after a daemon restart) or
+  // forgotten with its node's daemon (ForgetNode), or opened on an earlier
+  // coordinator. Nothing is left to release.
+  if (it == opens_.end()) return 0;
+  if (it->second->node != c.node) return -EBADF;
   file = std::move(it->second);
   opens_.erase(it);
   return 0;
@@ -144,23 +152,27 @@ int ServiceImpl::Fsync(Call& c) {
 
 // The file a READ/WRITE/FSYNC works on: the node's OPEN_ID if given (it must
 // be this node's, of this FH, with the access needed; accmode -1: any),
-// else a transient O_DIRECT open of the FH.
+// else a transient O_DIRECT open of the FH. An OPEN_ID that this service
+// does not know (opened on an earlier coordinator, or dropped by ForgetNode
+// when the node's daemon restarted) is served like no OPEN_ID: the opens are
+// not reclaimed, but the client's I/O goes on (its kernel checked access).
 int ServiceImpl::IoFile(const Call& c, int accmode, std::shared_ptr<OpenFile>* file) {
   if (auto id = c.req.GetU64(CSVFS_A_OPEN_ID)) {
     auto fh = c.req.GetBinary(CSVFS_A_FH);
     std::lock_guard lock(mu_);
-    auto it = opens_.find(*id);
-    if (it == opens_.end() || it->second->node != c.node || !fh ||
-        !std::equal(fh->begin(), fh->end(), it->second->key.begin(), it->second->key.end()))
-      return -EBADF;
-    const auto& f = it->second;
-    if (accmode >= 0 && f->type == S_IFDIR) return -EISDIR;
-    if (accmode >= 0 && f->type != S_IFREG) return -EINVAL;
-    if ((accmode == O_WRONLY && f->accmode == O_RDONLY) ||
-        (accmode == O_RDONLY && f->accmode == O_WRONLY))
-      return -EBADF;
-    *file = f;
-    return 0;
+    if (auto it = opens_.find(*id); it != opens_.end()) {
+      if (it->second->node != c.node || !fh ||
+          !std::equal(fh->begin(), fh->end(), it->second->key.begin(), it->second->key.end()))
+        return -EBADF;
+      const auto& f = it->second;
+      if (accmode >= 0 && f->type == S_IFDIR) return -EISDIR;
+      if (accmode >= 0 && f->type != S_IFREG) return -EINVAL;
+      if ((accmode == O_WRONLY && f->accmode == O_RDONLY) ||
+          (accmode == O_RDONLY && f->accmode == O_WRONLY))
+        return -EBADF;
+      *file = f;
+      return 0;
+    }
   }
   auto f = std::make_shared<OpenFile>();
   UniqueFd path;

@@ -286,7 +286,9 @@ TEST_F(ServiceTest, TreeLookupGetattrAndErrnos) {
   EXPECT_EQ(Do(Named(CSVFS_CMD_RMDIR, a, "b")).error(), 0);
   Message rel = OnFh(CSVFS_CMD_RELEASE, f);
   EXPECT_EQ(Do(rel.PutU64(CSVFS_A_OPEN_ID, id)).error(), 0);
-  EXPECT_EQ(Do(OnFh(CSVFS_CMD_RELEASE, f).PutU64(CSVFS_A_OPEN_ID, id)).error(), -EBADF);
+  // again (re-sent after a daemon restart), or an id this service never
+  // gave out (an earlier coordinator's): nothing left to release
+  EXPECT_EQ(Do(OnFh(CSVFS_CMD_RELEASE, f).PutU64(CSVFS_A_OPEN_ID, id)).error(), 0);
 }
 
 TEST_F(ServiceTest, BadNamesAreRefusedByCodecAndService) {

@@ -56,6 +56,11 @@ def cmd_corosync(args):
     print(f"lab {lab.name}: corosync quorate in {lab.timings['quorate_s']}s")
 
 
+def cmd_demo(args):
+    from . import demo
+    return demo.main(args)
+
+
 def cmd_quorum(args):
     q = Lab.attach(args.name).quorum(args.node)
     print(q if q else f"{args.node}: corosync not answering")
@@ -137,6 +142,11 @@ def parser():
     q.set_defaults(func=cmd_quorum)
 
     sub.add_parser("status", help="list nodes").set_defaults(func=cmd_status)
+    dm = sub.add_parser("demo", help="install, build, boot a 3-node cluster and show csvfs at work "
+                                     "(docs/demo.md)")
+    dm.add_argument("--keep", action="store_true", help="leave the cluster up at the end")
+    dm.add_argument("--no-build", action="store_true", help="use the binaries already built")
+    dm.set_defaults(func=cmd_demo)
 
     dn = sub.add_parser("down", help="destroy the lab (works after a crash)")
     dn.add_argument("--keep-logs", action="store_true")

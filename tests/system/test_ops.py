@@ -169,6 +169,10 @@ def test_mount_helper_errors(cluster):
     assert r.rc == 32 and "no volume NoSuchVolume" in r.stderr
     r = lab.exec("node2", f"{MOUNT} {DEV} /mnt")
     assert r.rc == 1 and "volume=NAME" in r.stderr
+    # once per node: node2 has it at the default point already
+    r = lab.exec("node2", f"{MOUNT} {VOL} /mnt")
+    assert r.rc == 32 and f"already mounted on this node at {MNT}" in r.stderr, r.stderr
+    assert lab.exec("node2", "grep -q ' /mnt csvfs' /proc/mounts").rc != 0
     # a device that is not the volume's
     # (ext4: mkfs.xfs >= 5.19 refuses filesystems under 300 MB; guests have
     # no static /dev/loop-control node, so load loop first)

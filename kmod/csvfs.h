@@ -61,8 +61,21 @@ struct csvfs_sb_info {
 	/* direct data path; written without a lock (READ/WRITE_ONCE) */
 	u32			io_mode;	/* from VOLUME_STATE: IO_* */
 	unsigned long		path_failed_until; /* jiffies */
+	/*
+	 * The node's lease (VOLUME_STATE LEASE_MS): no bio is submitted to
+	 * the device after lease_until once the daemon sent a lease.
+	 */
+	unsigned long		lease_until;	/* jiffies */
+	bool			lease_set;
 	atomic64_t		redirected_bios;
 };
+
+/* Whether this node may still submit direct I/O (its lease runs). */
+static inline bool csvfs_lease_ok(struct csvfs_sb_info *sbi)
+{
+	return !READ_ONCE(sbi->lease_set) ||
+	       time_before(jiffies, READ_ONCE(sbi->lease_until));
+}
 
 static inline struct csvfs_sb_info *CSVFS_SB(struct super_block *sb)
 {
@@ -207,7 +220,8 @@ int csvfs_inode_cache_init(void);
 void csvfs_inode_cache_exit(void);
 struct super_block *csvfs_sb_get(u32 sb_id);
 bool csvfs_sb_volume(u32 sb_id, char *buf);
-void csvfs_volume_state(u32 sb_id, u64 epoch, const u32 *io_mode);
+void csvfs_volume_state(u32 sb_id, u64 epoch, const u32 *io_mode,
+			const u32 *lease_ms);
 void csvfs_invalidate(u32 sb_id, u32 flags, const struct csvfs_handle *fh,
 		      const struct csvfs_handle *parent, const char *name);
 

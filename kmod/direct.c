@@ -41,7 +41,9 @@ static struct bio_set csvfs_dio_bioset;
 
 static bool csvfs_block_redirected(struct csvfs_sb_info *sbi)
 {
-	return sbi->redirect == CSVFS_IO_BLOCK_REDIRECTED ||
+	/* without a lease no bio reaches the device: the daemon holds it */
+	return !csvfs_lease_ok(sbi) ||
+	       sbi->redirect == CSVFS_IO_BLOCK_REDIRECTED ||
 	       READ_ONCE(sbi->io_mode) == CSVFS_IO_BLOCK_REDIRECTED ||
 	       time_before(jiffies, READ_ONCE(sbi->path_failed_until));
 }
@@ -58,6 +60,8 @@ bool csvfs_direct_ok(struct kiocb *iocb, struct iov_iter *iter)
 	    sbi->redirect == CSVFS_IO_FILE_REDIRECTED)
 		return false;
 	if (mode != CSVFS_IO_DIRECT && mode != CSVFS_IO_BLOCK_REDIRECTED)
+		return false;
+	if (!csvfs_lease_ok(sbi))
 		return false;
 	if (atomic_read(&CSVFS_I(inode)->recalls))
 		return false;

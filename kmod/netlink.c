@@ -193,12 +193,14 @@ out:
 
 /*
  * CSVFS_CMD_VOLUME_STATE: SB_ID, EPOCH [, IO_MODE, MODE_REASON, LEASE_MS].
- * This version keeps the epoch and the I/O mode; the lease comes later.
+ * LEASE_MS renews the node's lease: direct I/O stops when it runs out
+ * (docs/failover.md).
  */
 static int csvfs_nl_volume_state(struct sk_buff *skb, struct genl_info *info)
 {
 	struct nlattr *mode_nla = info->attrs[CSVFS_A_IO_MODE];
-	u32 mode = 0;
+	struct nlattr *lease_nla = info->attrs[CSVFS_A_LEASE_MS];
+	u32 mode = 0, lease_ms = 0;
 
 	if (!csvfs_from_daemon(info))
 		return -EPERM;
@@ -212,9 +214,17 @@ static int csvfs_nl_volume_state(struct sk_buff *skb, struct genl_info *info)
 			return -EINVAL;
 		}
 	}
+	if (lease_nla) {
+		lease_ms = nla_get_u32(lease_nla);
+		if (lease_ms > 3600 * MSEC_PER_SEC) {
+			GENL_SET_ERR_MSG(info, "csvfs: lease longer than an hour");
+			return -EINVAL;
+		}
+	}
 	csvfs_volume_state(nla_get_u32(info->attrs[CSVFS_A_SB_ID]),
 			   nla_get_u64(info->attrs[CSVFS_A_EPOCH]),
-			   mode_nla ? &mode : NULL);
+			   mode_nla ? &mode : NULL,
+			   lease_nla ? &lease_ms : NULL);
 	return 0;
 }
 

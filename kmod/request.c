@@ -21,6 +21,7 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/hashtable.h>
+#include <linux/random.h>
 #include <linux/refcount.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
@@ -55,6 +56,31 @@ struct csvfs_req {
 static DEFINE_HASHTABLE(csvfs_reqs, 7);
 static DEFINE_SPINLOCK(csvfs_req_lock);
 static atomic64_t csvfs_next_id = ATOMIC64_INIT(0);
+
+/*
+ * OP_ID of non-idempotent requests: unique on this node (31 random bits
+ * per module load, then a counter), kept in the message across re-sends so
+ * that the coordinator recognises a retry (docs/failover.md).
+ */
+static atomic64_t csvfs_next_op_id = ATOMIC64_INIT(0);
+
+static bool csvfs_needs_op_id(u8 cmd)
+{
+	switch (cmd) {
+	case CSVFS_CMD_CREATE:
+	case CSVFS_CMD_MKDIR:
+	case CSVFS_CMD_MKNOD:
+	case CSVFS_CMD_SYMLINK:
+	case CSVFS_CMD_LINK:
+	case CSVFS_CMD_UNLINK:
+	case CSVFS_CMD_RMDIR:
+	case CSVFS_CMD_RENAME:
+		return true;
+	default:
+		return false;
+	}
+}
+
 static struct workqueue_struct *csvfs_wq;
 
 static void csvfs_req_put(struct csvfs_req *req)
@@ -67,7 +93,7 @@ static void csvfs_req_put(struct csvfs_req *req)
 
 static size_t csvfs_msg_size(const struct csvfs_args *args)
 {
-	size_t size = 2 * nla_total_size(sizeof(u64));	/* REQ_ID, SB_ID */
+	size_t size = 3 * nla_total_size(sizeof(u64));	/* REQ_ID, SB_ID, OP_ID */
 	int i;
 
 	size += nla_total_size(CSVFS_MAX_VOLUME_NAME);	/* VOLUME */
@@ -96,6 +122,12 @@ static struct sk_buff *csvfs_msg_build(u64 id, u32 sb_id,
 		goto out_free;
 	if (sb_id && nla_put_u32(skb, CSVFS_A_SB_ID, sb_id))
 		goto out_free;
+	if (csvfs_needs_op_id(args->cmd)) {
+		u64 op_id = atomic64_inc_return(&csvfs_next_op_id);
+
+		if (nla_put(skb, CSVFS_A_OP_ID, sizeof(op_id), &op_id))
+			goto out_free;
+	}
 	for (i = 0; i < args->in_numargs; i++) {
 		const struct csvfs_in_arg *in = &args->in[i];
 
@@ -412,6 +444,8 @@ void csvfs_queue_work(struct work_struct *work)
 
 int __init csvfs_request_init(void)
 {
+	atomic64_set(&csvfs_next_op_id,
+		     (u64)(get_random_u32() & 0x7fffffff) << 32);
 	csvfs_wq = alloc_workqueue("csvfs", WQ_UNBOUND | WQ_MEM_RECLAIM, 0);
 	return csvfs_wq ? 0 : -ENOMEM;
 }

@@ -573,8 +573,12 @@ static void csvfs_inval_work(struct work_struct *work)
 	kfree(iv);
 }
 
-/* VOLUME_STATE from the daemon: keep the epoch and the I/O mode. */
-void csvfs_volume_state(u32 sb_id, u64 epoch, const u32 *io_mode)
+/*
+ * VOLUME_STATE from the daemon: keep the epoch and the I/O mode; LEASE_MS
+ * (0: none left) sets the deadline of direct I/O, counted from now.
+ */
+void csvfs_volume_state(u32 sb_id, u64 epoch, const u32 *io_mode,
+			const u32 *lease_ms)
 {
 	struct csvfs_sb_info *sbi;
 
@@ -583,6 +587,16 @@ void csvfs_volume_state(u32 sb_id, u64 epoch, const u32 *io_mode)
 		if (sbi->sb_id != sb_id)
 			continue;
 		WRITE_ONCE(sbi->epoch, epoch);
+		if (lease_ms) {
+			bool was_ok = csvfs_lease_ok(sbi);
+
+			WRITE_ONCE(sbi->lease_until,
+				   jiffies + msecs_to_jiffies(*lease_ms));
+			WRITE_ONCE(sbi->lease_set, true);
+			if (!*lease_ms && was_ok)
+				pr_info("%s: lease given up: no direct I/O\n",
+					sbi->volume);
+		}
 		if (io_mode && *io_mode != READ_ONCE(sbi->io_mode)) {
 			pr_info("%s: I/O mode %u -> %u\n", sbi->volume,
 				READ_ONCE(sbi->io_mode), *io_mode);

@@ -44,7 +44,7 @@ int ServiceImpl::ChmodFd(int fd, mode_t mode) {
 int ServiceImpl::Lookup(Call& c) {
   std::string name;
   UniqueFd dir, child;
-  if (int err = GetName(c, CSVFS_A_NAME, &name)) return err;
+  if (int err = GetName(c, CSVFS_A_NAME, &name)) return err == -EPERM ? -ENOENT : err;
   if (int err = OpenFh(c, CSVFS_A_PARENT_FH, O_PATH | O_DIRECTORY, &dir)) return err;
   if (int err = LowerFs::OpenChild(dir.get(), name, &child)) return err;
   return PutEntry(c, child.get());
@@ -317,7 +317,7 @@ int ServiceImpl::Readdir(Call& c) {
       const auto* d = reinterpret_cast<const LinuxDirent64*>(buf.data() + at);
       at += d->d_reclen;
       std::string_view entry(d->d_name);
-      if (entry == "." || entry == "..") continue;
+      if (entry == "." || entry == ".." || entry == OpLog::kName) continue;
       batch.push_back({d->d_ino, static_cast<uint64_t>(d->d_off), d->d_type, std::string(entry)});
     }
     if (abi::PackDirents(batch, &packed) < batch.size()) break;  // reply is full

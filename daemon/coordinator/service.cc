@@ -54,6 +54,12 @@ int ServiceImpl::Init(std::string* error) {
              " cannot export file handles: " + std::strerror(-err);
     return -1;
   }
+  oplog_ = std::make_unique<OpLog>();
+  if (int err = oplog_->Open(fs_->mount_fd()); err != 0) {
+    *error = std::string("cannot open the operation record ") + OpLog::kName + " on " + dev + ": " +
+             std::strerror(-err);
+    return -1;
+  }
   return 0;
 }
 
@@ -66,6 +72,7 @@ void ServiceImpl::Close() {
     locks_ = {};
   }
   dev_fd_.Reset();
+  oplog_.reset();  // its open file would keep the mount busy
   if (!fs_) return;
   if (int err = fs_->Unmount(); err != 0)
     std::fprintf(stderr, "csvd: volume %s: cannot unmount %s: %s\n", options_.volume.c_str(),
@@ -132,7 +139,8 @@ abi::Message ServiceImpl::Handle(const abi::Message& request, uint32_t from_node
   for (int attr : abi::RequiredAttributes(cmd))
     if (attr != CSVFS_A_REQ_ID && !request.Has(attr)) return abi::MakeReply(request, -EINVAL);
   Call call{request, from_node, abi::MakeReply(request, 0)};
-  int err = (this->*table[cmd])(call);
+  int err = (Logged(cmd) && request.Has(CSVFS_A_OP_ID) && oplog_) ? LoggedOp(call, table[cmd])
+                                                                  : (this->*table[cmd])(call);
   if (err > 0 || err < -4095) err = -EIO;
   return err ? abi::MakeReply(request, err) : std::move(call.reply);
 }
@@ -166,6 +174,7 @@ int ServiceImpl::GetName(const Call& c, int attr, std::string* name) {
   if (!s) return -EINVAL;
   if (s->size() >= CSVFS_MAX_NAME) return -ENAMETOOLONG;
   if (!abi::IsValidName(*s)) return -EINVAL;  // '/', NUL, ".", ".."
+  if (*s == OpLog::kName) return -EPERM;      // reserved: the op record
   *name = std::string(*s);
   return 0;
 }

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "coordinator/lower_fs.h"
+#include "coordinator/oplog.h"
 #include "coordinator/service.h"
 #include "coordinator/tables.h"
 
@@ -103,6 +104,14 @@ class ServiceImpl final : public Service {
   int OpenXattrFd(const Call& c, UniqueFd* fd) const;
   static int ChmodFd(int fd, mode_t mode);
 
+  // Retries of non-idempotent ops by OP_ID (retry_ops.cc).
+  static bool Logged(uint8_t cmd);
+  int LoggedOp(Call& c, OpFn fn);
+  void PreState(const Call& c, OpRecord* rec) const;
+  bool TookEffect(const Call& c, const OpRecord& rec) const;
+  int Replay(Call& c, const OpRecord& rec);
+  void SyncDirs(const Call& c) const;
+
   // Data (data_ops.cc).
   int Open(Call& c);
   int AddOpen(Call& c, std::shared_ptr<OpenFile> file);
@@ -144,6 +153,8 @@ class ServiceImpl final : public Service {
   uint32_t dev_block_ = 512;
   uint32_t dio_align_ = 4096;  // offset/length alignment of lower O_DIRECT
   std::vector<uint8_t> root_fh_;
+  std::unique_ptr<OpLog> oplog_;  // recent OP_IDs, on the volume
+  std::atomic<uint64_t> replayed_ops_{0};
   std::atomic<uint64_t> next_req_id_{1};
 
   KeyGate layout_gate_;  // LAYOUT_GET shared, block-moving ops exclusive

@@ -1,5 +1,6 @@
 #include "core/config.h"
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -28,6 +29,8 @@ bool LoadConfig(const std::string& path, Config* c, std::string* error) {
     c->path_interval_ms = j.value("path_interval_ms", c->path_interval_ms);
     c->path_timeout_ms = j.value("path_timeout_ms", c->path_timeout_ms);
     c->call_timeout_ms = j.value("call_timeout_ms", c->call_timeout_ms);
+    c->lease_ms = std::clamp(j.value("lease_ms", c->lease_ms), 300, 600000);
+    c->lease_margin_ms = std::clamp(j.value("lease_margin_ms", c->lease_margin_ms), 0, 60000);
     c->path_fault_file = j.value("path_fault_file", c->path_fault_file);
     c->kernel = j.value("kernel", c->kernel);
     c->private_mounts = j.value("private_mounts", c->private_mounts);

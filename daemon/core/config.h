@@ -23,6 +23,11 @@ struct Config {
   int path_interval_ms = 1000;
   int path_timeout_ms = 3000;
   int call_timeout_ms = 10000;  // coordinator-initiated calls (recalls)
+  // The node lease: the kernel stops direct I/O this long after the last
+  // renewal (every lease_ms / 3 while quorate); a new coordinator waits
+  // this long (+ lease_margin_ms) after a node left before it mounts.
+  int lease_ms = 3000;
+  int lease_margin_ms = 500;
   std::string path_fault_file;  // test seam: while it exists, probes fail
   bool kernel = true;           // look for csvfs.ko's genl family
   bool private_mounts = true;   // unshare the mount namespace at start

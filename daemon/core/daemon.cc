@@ -56,6 +56,23 @@ bool PeerIsRoot(int fd) {
   return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.uid == 0;
 }
 
+// Commands that are not idempotent: they carry an OP_ID.
+bool NeedsOpId(int cmd) {
+  switch (cmd) {
+    case CSVFS_CMD_CREATE:
+    case CSVFS_CMD_MKDIR:
+    case CSVFS_CMD_MKNOD:
+    case CSVFS_CMD_SYMLINK:
+    case CSVFS_CMD_LINK:
+    case CSVFS_CMD_UNLINK:
+    case CSVFS_CMD_RMDIR:
+    case CSVFS_CMD_RENAME:
+      return true;
+    default:
+      return false;
+  }
+}
+
 // Commands a local client may send (the rest are daemon <-> kernel only).
 bool IsClientRequest(int cmd) {
   switch (cmd) {
@@ -198,6 +215,12 @@ void Daemon::OnMembership(std::vector<NodeId> members, std::vector<NodeId> joine
   LOG(kInfo) << "membership:" << text << " (joined " << joined.size() << ", left " << left.size()
              << ")" << (state_.IsMember(self_) || i_joined ? "" : "");
   for (NodeId n : left) peers_->Drop(n);
+  if (!left.empty()) {
+    // A node that vanished may write until its lease runs out: nobody
+    // takes over a volume (mounts its filesystem) before that.
+    lease_wait_until_ =
+        Clock::now() + std::chrono::milliseconds(config_.lease_ms + config_.lease_margin_ms);
+  }
   ApplyResult r = state_.OnMembership(members);
   // Drop a left node's state in our coordinator services.
   for (NodeId n : left)
@@ -316,7 +339,20 @@ void Daemon::Reconcile() {
     }
     bool others_hold =
         std::any_of(v.holders.begin(), v.holders.end(), [this](NodeId n) { return n != self_; });
-    if (mine && !others_hold && !held_by_me && !l.device.empty()) OpenService(name, v.epoch);
+    if (mine && !others_hold && !held_by_me && !l.device.empty()) {
+      if (now < lease_wait_until_) {
+        if (!l.lease_wait_logged)
+          VLOG(kInfo, name, v.epoch)
+              << "waiting "
+              << std::chrono::duration_cast<std::chrono::milliseconds>(lease_wait_until_ - now)
+                     .count()
+              << " ms for the lease of a node that left";
+        l.lease_wait_logged = true;
+        continue;
+      }
+      l.lease_wait_logged = false;
+      OpenService(name, v.epoch);
+    }
   }
   for (auto& [name, l] : locals_)
     if (!state_.volume(name) && l.service && !l.busy) CloseService(name);
@@ -463,6 +499,12 @@ void Daemon::Submit(const std::string& volume, abi::Message request, Reply done)
   Pending p;
   p.volume = volume;
   p.client_req_id = request.req_id();
+  // Non-idempotent ops carry an OP_ID that survives re-sends (the kernel
+  // sets its own; the test channel's clients get one here): the
+  // coordinator answers a re-sent op that already ran with its first
+  // result (docs/failover.md).
+  if (NeedsOpId(request.cmd()) && !request.Has(CSVFS_A_OP_ID))
+    request.PutU64(CSVFS_A_OP_ID, op_id_base_ | next_op_id_++);
   p.request = std::move(request);
   p.done = std::move(done);
   p.start = Clock::now();
@@ -510,7 +552,6 @@ void Daemon::Dispatch(uint64_t id) {
     auto pit = pending_.find(id);
     if (pit == pending_.end()) return;
     if (!reply) {
-      pit->second.maybe_executed = true;
       Hold(id);
       return;
     }
@@ -571,30 +612,6 @@ void Daemon::Finish(uint64_t id, abi::Message reply) {
   Pending p = std::move(it->second);
   pending_.erase(it);
   int cmd = p.request.cmd();
-  int err = reply.error();
-  // A request re-sent after its coordinator died may have been executed
-  // there: the second execution's "already done" error means success.
-  if (p.maybe_executed) {
-    bool done_before =
-        ((cmd == CSVFS_CMD_UNLINK || cmd == CSVFS_CMD_RMDIR || cmd == CSVFS_CMD_RENAME) &&
-         err == -ENOENT) ||
-        (cmd == CSVFS_CMD_LINK && err == -EEXIST);
-    bool lookup = (cmd == CSVFS_CMD_MKDIR || cmd == CSVFS_CMD_CREATE || cmd == CSVFS_CMD_SYMLINK ||
-                   cmd == CSVFS_CMD_MKNOD) &&
-                  err == -EEXIST;
-    if (done_before) {
-      reply = abi::MakeReply(p.request, 0);
-    } else if (lookup) {
-      abi::Message l(CSVFS_CMD_LOOKUP);
-      l.PutU64(CSVFS_A_REQ_ID, p.client_req_id);
-      l.PutBinary(CSVFS_A_PARENT_FH, *p.request.GetBinary(CSVFS_A_PARENT_FH));
-      l.PutString(CSVFS_A_NAME, *p.request.GetString(CSVFS_A_NAME));
-      VLOG(kInfo, p.volume, 0) << "re-sent " << abi::CommandName(cmd)
-                               << " found its result: answering from a lookup";
-      Submit(p.volume, std::move(l), std::move(p.done));
-      return;
-    }
-  }
   if (reply.error() != 0) ++counters_.errors;
   reply.PutU64(CSVFS_A_REQ_ID, p.client_req_id);
   // Results only this node knows: where the volume is here.
@@ -844,14 +861,19 @@ void Daemon::OnKernelMessage(abi::Message m) {
   Submit(volume, std::move(m), reply_to_kernel);
 }
 
-void Daemon::PushKernelState() {
+void Daemon::PushKernelState(bool renew) {
   if (!kernel_ || !kernel_->connected()) return;
+  // The lease is renewed only while this node is a synced member of a
+  // quorate cluster: otherwise 0 (the kernel stops direct I/O now), and a
+  // hung daemon renews nothing (the kernel's deadline passes).
+  const bool lease = synced_ && local_quorate_ && state_.quorate();
+  if (renew) last_lease_push_ = Clock::now();
   for (const auto& [sb, name] : sb_volumes_) {
     const VolumeState* v = state_.volume(name);
     if (!v) continue;
     auto [mode, reason] = IoMode(self_, *v);
     auto now = std::make_tuple(v->epoch, mode, reason);
-    if (kernel_pushed_[name] == now) continue;
+    if (kernel_pushed_[name] == now && !renew) continue;
     kernel_pushed_[name] = now;
     abi::Message m(CSVFS_CMD_VOLUME_STATE);
     m.PutU64(CSVFS_A_REQ_ID, next_seq_++)
@@ -860,7 +882,7 @@ void Daemon::PushKernelState() {
         .PutU64(CSVFS_A_EPOCH, v->epoch)
         .PutU32(CSVFS_A_IO_MODE, mode)
         .PutU32(CSVFS_A_MODE_REASON, reason)
-        .PutU32(CSVFS_A_LEASE_MS, local_quorate_ ? 10000 : 0);
+        .PutU32(CSVFS_A_LEASE_MS, lease ? static_cast<uint32_t>(config_.lease_ms) : 0);
     kernel_->Send(m);
   }
 }
@@ -949,6 +971,8 @@ void Daemon::ProbeTick() {
     std::string error;
     if (l.frozen && now > l.frozen_until) Thaw(name, "the freeze timed out", &error);
   }
+  if (now - last_lease_push_ > std::chrono::milliseconds(config_.lease_ms / 3))
+    PushKernelState(true);
   Reconcile();
   probe_timer_.expires_after(std::chrono::milliseconds(
       std::min(config_.path_interval_ms, 250)));  // publish quickly, probe at interval

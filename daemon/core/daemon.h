@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <shared_mutex>
 #include <string>
 
@@ -59,6 +60,7 @@ class Daemon {
     Clock::time_point kernel_error_until{};
     Clock::time_point last_ready_sent{}, last_released_sent{}, last_path_sent{};
     bool last_path_value = false;
+    bool lease_wait_logged = false;
     // csvctl backup: the lower filesystem frozen (FIFREEZE) until thawed or
     // frozen_until, whichever comes first.
     bool frozen = false;
@@ -78,7 +80,6 @@ class Daemon {
     abi::Message request;
     uint64_t client_req_id = 0;
     Reply done;
-    bool maybe_executed = false;  // sent to a coordinator that went away
     bool held = false;
     Clock::time_point start{};
     Clock::time_point held_since{};
@@ -128,7 +129,7 @@ class Daemon {
   asio::awaitable<void> AcceptControlClients();
   bool StartControl(std::string* error);
   void OnKernelMessage(abi::Message m);
-  void PushKernelState();
+  void PushKernelState(bool renew = false);
   nlohmann::json HandleControl(const nlohmann::json& req, std::function<void(nlohmann::json)> later,
                                bool* deferred);
   nlohmann::json Status() const;
@@ -161,6 +162,15 @@ class Daemon {
   std::map<std::string, Local> locals_;
   std::map<uint64_t, Pending> pending_;
   uint64_t next_pending_ = 1;
+  // OP_IDs of the test channel's requests: top bit set (the kernel's are
+  // clear), 31 random bits per daemon start, a counter.
+  uint64_t op_id_base_ =
+      (1ULL << 63) | (static_cast<uint64_t>(std::random_device{}() & 0x7fffffff) << 32);
+  uint32_t next_op_id_ = 1;
+  // Leases: the last renewal pushed to the kernel; no new coordinator
+  // mounts before lease_wait_until_ (a node left: its lease runs out).
+  Clock::time_point last_lease_push_{};
+  Clock::time_point lease_wait_until_{};
   asio::steady_timer retry_timer_;
   bool retry_armed_ = false;
   asio::steady_timer probe_timer_;

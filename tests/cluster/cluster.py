@@ -68,14 +68,15 @@ class Node:
              "sh", "-c", inner],
             stdout=open(os.path.join(self.dir, "corosync.out"), "w"), stderr=subprocess.STDOUT)
 
-    def start_csvd(self, key=None):
+    def start_csvd(self, key=None, env=None):
         with open(self.log, "a") as log:
             self.csvd = subprocess.Popen(
                 ["ip", "netns", "exec", self.ns]
                 + os.environ.get("CSV_CSVD_WRAP", "").split()
                 + [CSVD, "--foreground", "--config", self.config]
                 + (["--key-file", key] if key else []),
-                stdout=log, stderr=subprocess.STDOUT)
+                stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, **env} if env else None)
 
     def kill_csvd(self, sig=signal.SIGKILL):
         if self.csvd and self.csvd.poll() is None:
@@ -219,6 +220,8 @@ class Cluster:
             "path_fault_file": n.fault_file,
             "path_interval_ms": 500,
             "path_timeout_ms": 2000,
+            "lease_ms": 1000,
+            "lease_margin_ms": 200,
         }
         with open(n.config, "w") as f:
             json.dump(conf, f, indent=2)

@@ -337,8 +337,7 @@ int ServiceImpl::Lseek(Call& c) {
 
 // Shrinking frees blocks: break other nodes' leases, then, with the file's
 // layout gate held, recall their layouts past the new size.
-int ServiceImpl::Truncate(const FileKey& key, const struct stat& st, uint64_t size,
-                          uint32_t node) {
+int ServiceImpl::Truncate(const FileKey& key, const struct stat& st, uint64_t size, uint32_t node) {
   if (size > kMaxOffset) return -EFBIG;
   UniqueFd fd;
   if (int err = fs_->Open(key, O_WRONLY, &fd)) return err;

@@ -1104,8 +1104,8 @@ json Daemon::HandleControl(const json& req, std::function<void(json)> later, boo
       auto id = ProbeFilesystem(device, &error);
       if (!id) return fail(error);
       if (id->uuid != v->uuid)
-        return fail(device + " holds filesystem " + UuidString(id->uuid) + ", not volume " +
-                    vname + " (" + UuidString(v->uuid) + ")" +
+        return fail(device + " holds filesystem " + UuidString(id->uuid) + ", not volume " + vname +
+                    " (" + UuidString(v->uuid) + ")" +
                     (local_dev.empty() ? "" : ": this node sees the volume on " + local_dev));
     }
     VLOG(kInfo, vname, v->epoch) << (cmd == "attach" ? "attach" : "detach") << " requested"
@@ -1175,8 +1175,11 @@ json Daemon::HandleControl(const json& req, std::function<void(json)> later, boo
     const VolumeState* v = state_.volume(m.volume);
     if (!v) return fail("no volume " + m.volume);
     if (cmd == "backup-end" && v->backup == kNoNode)
-      return {{"ok", true}, {"volume", m.volume}, {"coordinator", v->coordinator},
-              {"epoch", v->epoch}, {"note", "no backup was in progress"}};
+      return {{"ok", true},
+              {"volume", m.volume},
+              {"coordinator", v->coordinator},
+              {"epoch", v->epoch},
+              {"note", "no backup was in progress"}};
     if (cmd == "backup-end" && v->backup != self_)
       return fail("the backup of " + m.volume + " is taken by node " + std::to_string(v->backup) +
                   ": end it there");
@@ -1213,14 +1216,14 @@ json Daemon::Status() const {
               {"members", state_.members()}};
   json nodes = json::array();
   for (const auto& n : config_.nodes)
-    nodes.push_back({{"id", n.id},
-                     {"addr", n.host + ":" + std::to_string(n.port)},
-                     {"member", state_.IsMember(n.id)},
-                     {"lease", state_.IsMember(n.id) && state_.quorate() &&
-                                       (n.id != self_ || local_quorate_)
-                                   ? "valid"
-                                   : "expired"},
-                     {"connected", n.id == self_ || peers_->Connected(n.id)}});
+    nodes.push_back(
+        {{"id", n.id},
+         {"addr", n.host + ":" + std::to_string(n.port)},
+         {"member", state_.IsMember(n.id)},
+         {"lease", state_.IsMember(n.id) && state_.quorate() && (n.id != self_ || local_quorate_)
+                       ? "valid"
+                       : "expired"},
+         {"connected", n.id == self_ || peers_->Connected(n.id)}});
   out["nodes"] = nodes;
   json vols = json::array();
   for (const auto& [name, v] : state_.volumes()) {
@@ -1239,13 +1242,13 @@ json Daemon::Status() const {
     json per = json::array();
     for (NodeId n : state_.members()) {
       auto [mode, reason] = IoMode(n, v);
-      per.push_back({{"id", n},
-                     {"path_healthy", state_.PathHealthy(n, name)},
-                     {"io_mode", ModeName(mode)},
-                     {"reason", ReasonName(reason)},
-                     {"lease", (n == self_ ? local_quorate_ : true) && state_.quorate()
-                                   ? "valid"
-                                   : "expired"}});
+      per.push_back(
+          {{"id", n},
+           {"path_healthy", state_.PathHealthy(n, name)},
+           {"io_mode", ModeName(mode)},
+           {"reason", ReasonName(reason)},
+           {"lease",
+            (n == self_ ? local_quorate_ : true) && state_.quorate() ? "valid" : "expired"}});
     }
     jv["nodes"] = per;
     vols.push_back(jv);
@@ -1321,8 +1324,7 @@ json Daemon::Freeze(const std::string& volume, int timeout_s, std::function<void
       uint64_t epoch = v ? v->epoch : 0;
       if (err) {
         VLOG(kWarning, volume, epoch) << "FIFREEZE failed: " << std::strerror(err);
-        later({{"ok", false},
-               {"error", "cannot freeze " + volume + ": " + std::strerror(err)}});
+        later({{"ok", false}, {"error", "cannot freeze " + volume + ": " + std::strerror(err)}});
         return;
       }
       lv.frozen = true;

@@ -70,8 +70,8 @@ class Daemon {
 
   // Requests of local clients per volume, by data path (csvctl stats).
   struct VolumeCounters {
-    uint64_t metadata = 0, file_io = 0, file_bytes = 0, block_io = 0, block_bytes = 0,
-             layouts = 0, errors = 0, served_for_peers = 0;
+    uint64_t metadata = 0, file_io = 0, file_bytes = 0, block_io = 0, block_bytes = 0, layouts = 0,
+             errors = 0, served_for_peers = 0;
   };
 
   // A request from a local client, until its final reply.

@@ -31,7 +31,7 @@ namespace csv::core {
 using Uuid = std::array<uint8_t, 16>;
 
 inline constexpr uint32_t kStateMagic = 0x53565343;  // "CSVS" little-endian
-inline constexpr uint16_t kStateVersion = 2;  // 2: redirect, backup
+inline constexpr uint16_t kStateVersion = 2;         // 2: redirect, backup
 inline constexpr size_t kMaxStateMessage = 1 << 20;
 
 struct VolumeState {

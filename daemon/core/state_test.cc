@@ -168,8 +168,7 @@ TEST(StateTest, BackupMovesTheRoleToTheBackupNode) {
   EXPECT_TRUE(r.error.empty()) << r.error;
   EXPECT_EQ(s.volume("V1")->coordinator, 3u);
   EXPECT_EQ(s.volume("V1")->backup, 3u);
-  EXPECT_FALSE(s.Apply(2, Msg(MsgType::kBackup, "V1", 2)).error.empty())
-      << "one backup at a time";
+  EXPECT_FALSE(s.Apply(2, Msg(MsgType::kBackup, "V1", 2)).error.empty()) << "one backup at a time";
   s.Apply(3, Msg(MsgType::kBackup, "V1", kNoNode));
   EXPECT_EQ(s.volume("V1")->backup, kNoNode);
   EXPECT_EQ(s.volume("V1")->coordinator, 3u) << "the role stays after the backup";

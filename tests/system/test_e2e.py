@@ -241,7 +241,9 @@ def test_o_excl_race_between_two_nodes(csv):
 
 def test_stress_ng_filesystem_stressors(csv):
     """stress-ng's filesystem stressors on every node at once, each in its own directory."""
-    stressors = ("--dir 1 --dentry 1 --rename 1 --link 1 --symlink 1 --hdd 1 "
+    # --link/--symlink are left out: one of their bogo ops is 8192 links, over 10 min
+    # here (TCG); link/unlink/symlink are covered by the POSIX suite and the churn test
+    stressors = ("--dir 1 --dentry 1 --rename 1 --hdd 1 "
                  "--hdd-bytes 8M --hdd-write-size 4k --verify --dentries 256")
     for n in NODES:
         d = f"{csv.mnt}/stress-{n}"

@@ -91,15 +91,6 @@ bool IsClientRequest(int cmd) {
   }
 }
 
-void LogException(const char* what, std::exception_ptr e) {
-  if (!e) return;
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& ex) {
-    LOG(kWarning) << what << ": " << ex.what();
-  }
-}
-
 }  // namespace
 
 Daemon::Daemon(asio::io_context& io, Config config)

@@ -45,4 +45,13 @@ void LogLine(Level level, std::string_view volume, uint64_t epoch, const std::st
   (void)!write(STDERR_FILENO, line.data(), line.size());
 }
 
+void LogException(const char* what, std::exception_ptr e) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    LOG(kWarning) << what << ": " << ex.what();
+  }
+}
+
 }  // namespace csv::core

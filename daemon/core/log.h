@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -19,6 +20,10 @@ void SetLogNode(uint32_t node);
 void SetLogLevel(Level level);
 
 void LogLine(Level level, std::string_view volume, uint64_t epoch, const std::string& text);
+
+// Logs a coroutine's exception (co_spawn completion handler) as a warning
+// prefixed with `what`; does nothing for a null exception_ptr.
+void LogException(const char* what, std::exception_ptr e);
 
 // One log line, written when the object dies at the end of the statement.
 class LogMessage {

@@ -9,15 +9,6 @@ namespace {
 constexpr auto kHandshakeTimeout = std::chrono::seconds(5);
 constexpr auto kReconnectInterval = std::chrono::milliseconds(500);
 
-void LogError(const char* what, std::exception_ptr e) {
-  if (!e) return;
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& ex) {
-    LOG(kWarning) << what << ": " << ex.what();
-  }
-}
-
 }  // namespace
 
 asio::awaitable<NodeId> Handshake(std::shared_ptr<TcpConn> conn, NodeId self,
@@ -101,7 +92,7 @@ bool PeerNet::Listen(const std::string& host, uint16_t port, std::string* error)
     *error = "cannot listen on " + host + ":" + std::to_string(port) + ": " + ec.message();
     return false;
   }
-  asio::co_spawn(io_, Accept(), [](std::exception_ptr e) { LogError("peer listener", e); });
+  asio::co_spawn(io_, Accept(), [](std::exception_ptr e) { LogException("peer listener", e); });
   return true;
 }
 
@@ -113,7 +104,7 @@ asio::awaitable<void> PeerNet::Accept() {
       continue;
     }
     asio::co_spawn(io_, Serve(std::move(socket)),
-                   [](std::exception_ptr e) { LogError("peer session", e); });
+                   [](std::exception_ptr e) { LogException("peer session", e); });
   }
 }
 
@@ -168,7 +159,7 @@ void PeerNet::Call(NodeId node, abi::Message request, Done done) {
   }
   out.connecting = true;
   out.next_attempt = now + kReconnectInterval;
-  asio::co_spawn(io_, Connect(node), [](std::exception_ptr e) { LogError("peer connect", e); });
+  asio::co_spawn(io_, Connect(node), [](std::exception_ptr e) { LogException("peer connect", e); });
 }
 
 void PeerNet::SendOn(Outgoing* out, abi::Message request, Done done) {

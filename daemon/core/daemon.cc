@@ -656,14 +656,15 @@ void Daemon::ServeLocally(const std::string& volume, uint64_t epoch, abi::Messag
 void Daemon::OnPeerRequest(NodeId from, abi::Message request, PeerNet::Reply reply) {
   switch (request.cmd()) {
     case CSVFS_CMD_LAYOUT_RECALL:
-      // The kernel drops the layout and drains its direct I/O first.
+    case CSVFS_CMD_LEASE_BREAK:
+      // The kernel drops the layout and drains its direct I/O, or flushes
+      // and invalidates its page cache, before it answers.
       if (auto volume = request.GetString(CSVFS_A_VOLUME)) {
         CallKernel(std::string(*volume), std::move(request), std::move(reply));
         return;
       }
       reply(abi::MakeReply(request, 0));
       return;
-    case CSVFS_CMD_LEASE_BREAK:
     case CSVFS_CMD_INVALIDATE:
       // Coordinator-initiated: the kernel holds what is recalled. The test
       // channel's clients cache nothing, so without a module: done.
@@ -688,7 +689,7 @@ abi::Message Daemon::CallNode(const std::string& volume, NodeId node, abi::Messa
   m.PutString(CSVFS_A_VOLUME, volume);
   asio::post(io_, [this, volume, node, m, promise] {
     if (node == self_) {
-      if (m.cmd() == CSVFS_CMD_LAYOUT_RECALL) {
+      if (m.cmd() == CSVFS_CMD_LAYOUT_RECALL || m.cmd() == CSVFS_CMD_LEASE_BREAK) {
         CallKernel(volume, m, [promise](abi::Message r) { promise->set_value(std::move(r)); });
         return;
       }

@@ -379,3 +379,8 @@ void csvfs_layout_cache_exit(void)
 {
 	kmem_cache_destroy(csvfs_lext_cachep);
 }
+
+/* KUnit (kernels with KUnit built in, e.g. the lab's debug kernel) */
+#if IS_BUILTIN(CONFIG_KUNIT)
+#include "tests/layout_test.c"
+#endif

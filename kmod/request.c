@@ -455,3 +455,8 @@ void csvfs_request_exit(void)
 	destroy_workqueue(csvfs_wq);	/* waits for async requests */
 	WARN_ON_ONCE(!hash_empty(csvfs_reqs));
 }
+
+/* KUnit (kernels with KUnit built in, e.g. the lab's debug kernel) */
+#if IS_BUILTIN(CONFIG_KUNIT)
+#include "tests/request_test.c"
+#endif

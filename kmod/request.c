@@ -442,6 +442,11 @@ void csvfs_queue_work(struct work_struct *work)
 	queue_work(csvfs_wq, work);
 }
 
+void csvfs_queue_delayed_work(struct delayed_work *dwork, unsigned long delay)
+{
+	queue_delayed_work(csvfs_wq, dwork, delay);
+}
+
 int __init csvfs_request_init(void)
 {
 	atomic64_set(&csvfs_next_op_id,

@@ -307,9 +307,10 @@ int ServiceImpl::Fallocate(Call& c) {
   bool direct = false;
   if (int err = OpenFhKey(c, O_PATH, &path, &key, &st)) return err;
   if (int err = ReopenRegular(key, st, O_RDWR, &fd, &direct)) return err;
+  // Any mode may change what other nodes cache (data or size).
+  BreakLeases(key, c.node, CSVFS_LEASE_WRITE);
   std::optional<ExclusiveGuard> guard;
   if (mode & kMovesBlocks) {
-    BreakLeases(key, c.node, CSVFS_LEASE_WRITE);
     guard.emplace(&layout_gate_, key);
     bool shifts = mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE);
     RecallLayouts(key, {off / 512 * 512, shifts ? kToEof : RoundUp(off + len, 512)}, c.node);
@@ -335,15 +336,16 @@ int ServiceImpl::Lseek(Call& c) {
   return 0;
 }
 
-// Shrinking frees blocks: break other nodes' leases, then, with the file's
-// layout gate held, recall their layouts past the new size.
+// A new size breaks other nodes' caching leases (their cached pages and
+// size would be stale). Shrinking also frees blocks: with the file's layout
+// gate held, their layouts past the new size are recalled.
 int ServiceImpl::Truncate(const FileKey& key, const struct stat& st, uint64_t size, uint32_t node) {
   if (size > kMaxOffset) return -EFBIG;
   UniqueFd fd;
   if (int err = fs_->Open(key, O_WRONLY, &fd)) return err;
   std::optional<ExclusiveGuard> guard;
+  if (size != static_cast<uint64_t>(st.st_size)) BreakLeases(key, node, CSVFS_LEASE_WRITE);
   if (size < static_cast<uint64_t>(st.st_size)) {
-    BreakLeases(key, node, CSVFS_LEASE_WRITE);
     guard.emplace(&layout_gate_, key);
     RecallLayouts(key, {size / 512 * 512, kToEof}, node);
   }

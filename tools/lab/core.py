@@ -57,6 +57,9 @@ KMOD = os.path.join(REPO, "kmod", "csvfs.ko")
 # sanity checks, owner tracking); kmemleak quiet until the boot-time objects
 # are cleared (guest/stage2.sh), then verbose so leaks reach the console log.
 DEBUG_APPEND = "slub_debug=FZPU kmemleak.verbose=0 no_hash_pointers"
+# Everything runs a few times slower in a debug guest under TCG: boot and
+# command deadlines are multiplied by this (never shortened).
+DEBUG_SLOWDOWN = 3
 
 
 def default_runs_dir():
@@ -338,9 +341,14 @@ class Lab:
             raise LabError(f"{self.node_name(node)}: qemu failed to start: "
                            f"{proc.stderr.strip()}")
 
+    @property
+    def slowdown(self):
+        """Factor applied to boot and command timeouts (debug kernel: slower)."""
+        return DEBUG_SLOWDOWN if self.kernel == "debug" else 1
+
     def wait_ready(self, nodes, timeout=300):
         """Wait until the agents of NODES answer (the guests have booted)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * self.slowdown
         for node in nodes:
             self._wait_agent(node, deadline)
 
@@ -372,7 +380,8 @@ class Lab:
 
         check=True raises ExecError on a non-zero exit or a timeout.
         """
-        result = self._channel(node).exec(cmd, timeout=timeout, input=input, cwd=cwd)
+        result = self._channel(node).exec(cmd, timeout=timeout * self.slowdown, input=input,
+                                          cwd=cwd)
         if check and not result.ok:
             raise ExecError(result)
         return result

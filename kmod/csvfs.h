@@ -7,9 +7,11 @@
  *     csvfs_sb_lock                  (mount list, superblock ids)
  *     csvfs_daemon_lock              (registered daemon)
  *       csvfs_req_lock               (request table)
+ *     csvfs_inode.lease_sem          (caching lease; then folio locks)
  *     csvfs_inode.lock               (cached attributes, open files)
  *     csvfs_inode.layout_lock        (layout cache; never with .lock)
- * No csvfs lock is held while a request waits for its reply.
+ * No csvfs lock is held while a request waits for its reply, except
+ * lease_sem (cached reads' readahead; a break's writeback).
  */
 #ifndef _CSVFS_H
 #define _CSVFS_H
@@ -27,6 +29,7 @@
 #define CSVFS_DEFAULT_TIMEOUT	60	/* seconds a request may wait */
 #define CSVFS_DEFAULT_ATTR_MS	1000	/* attribute and dentry cache */
 #define CSVFS_UNMOUNT_TIMEOUT	(10 * HZ)
+#define CSVFS_COMMIT_DELAY	HZ	/* direct writes' mtime to the coordinator */
 
 #define csvfs_err(sb, fmt, ...)						\
 	pr_err("%s: " fmt "\n", (sb)->s_id, ##__VA_ARGS__)
@@ -105,6 +108,12 @@ struct csvfs_inode {
 	struct rb_root		extents;	/* struct csvfs_lext */
 	unsigned long		layout_gen;	/* bumped by every drop */
 	atomic_t		recalls;	/* recalls in progress */
+	struct delayed_work	commit_work;	/* LAYOUT_COMMIT after writes */
+	/* caching lease (lease.c): lease, lease_epoch under lease_sem */
+	struct rw_semaphore	lease_sem;
+	u32			lease;		/* CSVFS_LEASE_* */
+	u64			lease_epoch;	/* coordinator epoch of it */
+	atomic_t		lease_breaks;	/* breaks received */
 };
 
 static inline struct csvfs_inode *CSVFS_I(struct inode *inode)
@@ -196,6 +205,7 @@ int csvfs_request_reply(struct genl_info *info, int valid);
 void csvfs_requests_resend(void);
 int csvfs_notify(u64 id, u32 sb_id, struct csvfs_args *args);
 void csvfs_queue_work(struct work_struct *work);
+void csvfs_queue_delayed_work(struct delayed_work *dwork, unsigned long delay);
 
 static inline int csvfs_sb_request(struct super_block *sb,
 				   struct csvfs_args *args)
@@ -260,8 +270,21 @@ int csvfs_layout_get(struct inode *inode, u64 pos, u64 len);
 void csvfs_layout_forget(struct inode *inode, u64 start, u64 len);
 void csvfs_layout_destroy(struct inode *inode);
 int csvfs_layout_commit(struct inode *inode);
+void csvfs_layout_dirty(struct inode *inode);
 int csvfs_layout_recall(u64 req_id, u32 sb_id, const struct csvfs_handle *fh,
 			u64 offset, u64 length);
+
+/* lease.c */
+void csvfs_lease_init(struct csvfs_inode *ci);
+bool csvfs_lease_read_begin(struct inode *inode);
+void csvfs_lease_read_end(struct inode *inode);
+int csvfs_lease_breaks(struct inode *inode);
+void csvfs_lease_set(struct inode *inode, u32 level, int breaks);
+void csvfs_lease_open(struct inode *inode, struct file *file, u32 held,
+		      int breaks);
+void csvfs_lease_return(struct inode *inode);
+int csvfs_lease_break(u64 req_id, u32 sb_id, const struct csvfs_handle *fh,
+		      u32 level);
 
 /* direct.c */
 int csvfs_direct_init(void);

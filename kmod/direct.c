@@ -277,7 +277,7 @@ static void csvfs_direct_written(struct inode *inode)
 	inode->i_mtime = current_time(inode);
 	inode->i_ctime = inode->i_mtime;
 	spin_unlock(&ci->lock);
-	set_bit(CSVFS_I_LAYOUT_DIRTY, &ci->flags);
+	csvfs_layout_dirty(inode);
 }
 
 /* As csvfs_dio_read, for writes that overwrite written blocks. */

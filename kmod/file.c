@@ -2,12 +2,15 @@
 /*
  * csvfs - open files, file-system-redirected data I/O, directories.
  *
- * Data is not cached: read_iter and write_iter move it through READ and
- * WRITE requests in chunks of at most CSVFS_MAX_IO bytes. The page cache
- * is used only by mmap (read_folio, writepage through the same requests);
- * it is written back and dropped around read(2)/write(2) of the same range
- * and dropped at every open, so a mapping sees other nodes' writes at
- * open and its own shared writes reach the coordinator at msync/close.
+ * Without a caching lease (lease.c) data is not cached: read_iter and
+ * write_iter move it through READ and WRITE requests in chunks of at most
+ * CSVFS_MAX_IO bytes, and the page cache is used only by mmap (read_folio,
+ * writepage through the same requests); it is written back and dropped
+ * around read(2)/write(2) of the same range and at an open without a
+ * lease, so a mapping sees other nodes' writes at open and its own shared
+ * writes reach the coordinator at msync/close. Under a lease, buffered
+ * reads are served from the page cache (readahead in CSVFS_MAX_IO
+ * requests); writes are always write-through.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -94,7 +97,8 @@ static int csvfs_writeback_open_id(struct inode *inode, u64 *open_id)
 	return ret;
 }
 
-static int csvfs_open_req(struct inode *inode, struct file *file)
+/* OPEN; *lease: the caching lease the coordinator says we hold. */
+static int csvfs_open_req(struct inode *inode, struct file *file, u32 *lease)
 {
 	struct csvfs_args args = { .cmd = CSVFS_CMD_OPEN };
 	struct csvfs_out_arg *attr_out;
@@ -110,6 +114,9 @@ static int csvfs_open_req(struct inode *inode, struct file *file)
 	csvfs_out(&args, CSVFS_A_OPEN_ID, 0, sizeof(open_id), &open_id);
 	attr_out = csvfs_out(&args, CSVFS_A_ATTR, CSVFS_OUT_OPTIONAL,
 			     sizeof(attr), &attr);
+	*lease = CSVFS_LEASE_NONE;
+	csvfs_out(&args, CSVFS_A_LEASE, CSVFS_OUT_OPTIONAL, sizeof(*lease),
+		  lease);
 	ret = csvfs_sb_request(inode->i_sb, &args);
 	if (ret)
 		return ret;
@@ -130,21 +137,22 @@ static int csvfs_open_req(struct inode *inode, struct file *file)
 
 static int csvfs_open(struct inode *inode, struct file *file)
 {
-	struct address_space *mapping = inode->i_mapping;
+	int breaks = csvfs_lease_breaks(inode);
+	u32 lease;
 	int ret;
 
 	ret = generic_file_open(inode, file);
 	if (ret)
 		return ret;
-	ret = csvfs_open_req(inode, file);
+	ret = csvfs_open_req(inode, file, &lease);
 	if (ret)
 		return ret;
-	/* other nodes may have written: drop what mmap cached */
+	/*
+	 * Without a lease held all along, other nodes may have written:
+	 * the cache is dropped (lease.c).
+	 */
 	clear_bit(CSVFS_I_DATA_STALE, &CSVFS_I(inode)->flags);
-	if (mapping->nrpages) {
-		filemap_write_and_wait(mapping);
-		invalidate_inode_pages2(mapping);
-	}
+	csvfs_lease_open(inode, file, lease, breaks);
 	return 0;
 }
 
@@ -270,14 +278,32 @@ static ssize_t csvfs_redirected_read(struct kiocb *iocb, struct iov_iter *to)
 	return done ? done : ret;
 }
 
+/* A buffered read under a caching lease: from the page cache. */
+static ssize_t csvfs_cached_read(struct kiocb *iocb, struct iov_iter *to)
+{
+	struct inode *inode = file_inode(iocb->ki_filp);
+	ssize_t ret;
+
+	/* attributes as fresh as for an uncached read: attr_timeout */
+	ret = csvfs_refresh(inode, false);
+	if (!ret)
+		ret = generic_file_read_iter(iocb, to);
+	csvfs_lease_read_end(inode);
+	return ret;
+}
+
 /*
- * O_DIRECT goes to the device where the layout maps the range; the rest,
- * and everything else, is read through the coordinator.
+ * O_DIRECT goes to the device where the layout maps the range; the rest
+ * is read through the coordinator, or from the page cache while this node
+ * holds a caching lease.
  */
 static ssize_t csvfs_read_iter(struct kiocb *iocb, struct iov_iter *to)
 {
 	struct inode *inode = file_inode(iocb->ki_filp);
 	ssize_t done = 0, ret;
+
+	if (!(iocb->ki_flags & IOCB_DIRECT) && csvfs_lease_read_begin(inode))
+		return csvfs_cached_read(iocb, to);
 
 	if (csvfs_direct_ok(iocb, to)) {
 		done = csvfs_dio_read(iocb, to);
@@ -515,6 +541,58 @@ out:
 	return ret;
 }
 
+/* Fill the locked folio at buf + off from a READ of got bytes at off 0. */
+static void csvfs_fill_folio(struct folio *folio, const void *buf,
+			     ssize_t got, size_t off)
+{
+	size_t n = 0;
+
+	if (got > off)
+		n = min_t(size_t, got - off, PAGE_SIZE);
+	memcpy_to_page(&folio->page, 0, buf + off, n);
+	zero_user_segment(&folio->page, n, PAGE_SIZE);
+	folio_mark_uptodate(folio);
+}
+
+/*
+ * Readahead (cached reads under a lease): one READ per CSVFS_MAX_IO bytes
+ * instead of one per page. Folios a failed READ did not fill are left
+ * !uptodate: read_folio retries them and reports the error.
+ */
+static void csvfs_readahead(struct readahead_control *rac)
+{
+	struct inode *inode = rac->mapping->host;
+	u64 open_id = rac->file ? csvfs_open_id(rac->file) : 0;
+	struct folio *folio;
+	ssize_t got;
+	size_t len;
+	loff_t pos;
+	void *buf;
+
+	buf = kvmalloc(CSVFS_MAX_IO, GFP_KERNEL);
+	if (!open_id && csvfs_writeback_open_id(inode, &open_id))
+		open_id = 0;
+	folio = readahead_folio(rac);
+	while (folio) {
+		/* a chunk from this folio: readahead_length() counts it */
+		pos = folio_pos(folio);
+		len = min_t(size_t, readahead_length(rac), CSVFS_MAX_IO);
+		got = buf ? csvfs_read_req(inode, open_id, pos, len, buf) :
+			    -ENOMEM;
+		do {
+			if (folio_pos(folio) != pos &&
+			    folio_pos(folio) + folio_size(folio) > pos + len)
+				break;	/* the next chunk's first folio */
+			if (got >= 0 && folio_size(folio) == PAGE_SIZE)
+				csvfs_fill_folio(folio, buf, got,
+						 folio_pos(folio) - pos);
+			folio_unlock(folio);
+			folio = readahead_folio(rac);
+		} while (folio);
+	}
+	kvfree(buf);
+}
+
 /* Write one locked page to the coordinator; the page stays locked. */
 static int csvfs_write_page(struct page *page)
 {
@@ -570,6 +648,7 @@ static int csvfs_launder_folio(struct folio *folio)
 
 const struct address_space_operations csvfs_aops = {
 	.read_folio	= csvfs_read_folio,
+	.readahead	= csvfs_readahead,
 	.writepage	= csvfs_writepage,
 	.launder_folio	= csvfs_launder_folio,
 	.dirty_folio	= filemap_dirty_folio,

@@ -39,10 +39,13 @@ static u64 csvfs_ext_end(const struct csvfs_extent *e)
 	return e->file_offset + e->length;
 }
 
+static void csvfs_commit_work(struct work_struct *work);
+
 void csvfs_layout_init(struct csvfs_inode *ci)
 {
 	ci->extents = RB_ROOT;
 	ci->layout_gen = 0;
+	INIT_DELAYED_WORK(&ci->commit_work, csvfs_commit_work);
 }
 
 /* The first extent that ends after pos, or NULL. */
@@ -143,6 +146,8 @@ void csvfs_layout_forget(struct inode *inode, u64 start, u64 len)
 
 void csvfs_layout_destroy(struct inode *inode)
 {
+	/* the work uses the inode without a reference: gone before it is */
+	cancel_delayed_work_sync(&CSVFS_I(inode)->commit_work);
 	csvfs_layout_forget(inode, 0, 0);
 }
 
@@ -305,6 +310,28 @@ out:
 	return ret;
 }
 
+/*
+ * Direct writes changed mtime locally: other nodes see it after close or
+ * fsync, or at the latest CSVFS_COMMIT_DELAY after the first such write of
+ * a file that stays open (a VM image is never closed).
+ */
+void csvfs_layout_dirty(struct inode *inode)
+{
+	struct csvfs_inode *ci = CSVFS_I(inode);
+
+	set_bit(CSVFS_I_LAYOUT_DIRTY, &ci->flags);
+	csvfs_queue_delayed_work(&ci->commit_work, CSVFS_COMMIT_DELAY);
+}
+
+static void csvfs_commit_work(struct work_struct *work)
+{
+	struct csvfs_inode *ci = container_of(to_delayed_work(work),
+					      struct csvfs_inode, commit_work);
+
+	/* a failure keeps the bit: close, fsync or the next write retry */
+	csvfs_layout_commit(&ci->vfs_inode);
+}
+
 /* layout recall */
 
 struct csvfs_recall {
@@ -379,3 +406,8 @@ void csvfs_layout_cache_exit(void)
 {
 	kmem_cache_destroy(csvfs_lext_cachep);
 }
+
+/* KUnit (kernels with KUnit built in, e.g. the lab's debug kernel) */
+#if IS_BUILTIN(CONFIG_KUNIT)
+#include "tests/layout_test.c"
+#endif

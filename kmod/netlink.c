@@ -264,7 +264,45 @@ out:
 	return ret;
 }
 
-/* Answer a request of the daemon's (LAYOUT_RECALL). */
+/*
+ * CSVFS_CMD_LEASE_BREAK: REQ_ID, SB_ID, FH, LEASE (the level we may keep).
+ * Answered later with a REPLY of the same REQ_ID, once the page cache is
+ * written back and, for LEASE_NONE, dropped (never under genl_mutex).
+ */
+static int csvfs_nl_lease_break(struct sk_buff *skb, struct genl_info *info)
+{
+	struct csvfs_handle *fh;
+	bool present;
+	int ret;
+
+	if (!csvfs_from_daemon(info))
+		return -EPERM;
+	if (GENL_REQ_ATTR_CHECK(info, CSVFS_A_REQ_ID) ||
+	    GENL_REQ_ATTR_CHECK(info, CSVFS_A_SB_ID) ||
+	    GENL_REQ_ATTR_CHECK(info, CSVFS_A_FH) ||
+	    GENL_REQ_ATTR_CHECK(info, CSVFS_A_LEASE))
+		return -EINVAL;
+	if (nla_get_u32(info->attrs[CSVFS_A_LEASE]) >= __CSVFS_LEASE_MAX) {
+		GENL_SET_ERR_MSG(info, "csvfs: unknown lease level");
+		return -EINVAL;
+	}
+	fh = kmalloc(sizeof(*fh), GFP_KERNEL);
+	if (!fh)
+		return -ENOMEM;
+	ret = csvfs_nl_handle(info, CSVFS_A_FH, fh, &present);
+	if (ret) {
+		GENL_SET_ERR_MSG(info, "csvfs: malformed file handle");
+		goto out;
+	}
+	ret = csvfs_lease_break(nla_get_u64(info->attrs[CSVFS_A_REQ_ID]),
+				nla_get_u32(info->attrs[CSVFS_A_SB_ID]), fh,
+				nla_get_u32(info->attrs[CSVFS_A_LEASE]));
+out:
+	kfree(fh);
+	return ret;
+}
+
+/* Answer a request of the daemon's (LAYOUT_RECALL, LEASE_BREAK). */
 void csvfs_reply_daemon(u64 req_id, u32 sb_id, s32 err)
 {
 	struct csvfs_args args = { .cmd = CSVFS_CMD_REPLY };
@@ -309,6 +347,11 @@ static const struct genl_small_ops csvfs_genl_ops[] = {
 	{
 		.cmd	= CSVFS_CMD_LAYOUT_RECALL,
 		.doit	= csvfs_nl_layout_recall,
+		.flags	= GENL_ADMIN_PERM,
+	},
+	{
+		.cmd	= CSVFS_CMD_LEASE_BREAK,
+		.doit	= csvfs_nl_lease_break,
 		.flags	= GENL_ADMIN_PERM,
 	},
 };

@@ -442,6 +442,11 @@ void csvfs_queue_work(struct work_struct *work)
 	queue_work(csvfs_wq, work);
 }
 
+void csvfs_queue_delayed_work(struct delayed_work *dwork, unsigned long delay)
+{
+	queue_delayed_work(csvfs_wq, dwork, delay);
+}
+
 int __init csvfs_request_init(void)
 {
 	atomic64_set(&csvfs_next_op_id,
@@ -455,3 +460,8 @@ void csvfs_request_exit(void)
 	destroy_workqueue(csvfs_wq);	/* waits for async requests */
 	WARN_ON_ONCE(!hash_empty(csvfs_reqs));
 }
+
+/* KUnit (kernels with KUnit built in, e.g. the lab's debug kernel) */
+#if IS_BUILTIN(CONFIG_KUNIT)
+#include "tests/request_test.c"
+#endif

@@ -47,6 +47,7 @@ static struct inode *csvfs_alloc_inode(struct super_block *sb)
 	INIT_LIST_HEAD(&ci->open_files);
 	csvfs_layout_init(ci);
 	atomic_set(&ci->recalls, 0);
+	csvfs_lease_init(ci);
 	return &ci->vfs_inode;
 }
 
@@ -61,6 +62,7 @@ static void csvfs_inode_init_once(void *obj)
 
 	spin_lock_init(&ci->lock);
 	spin_lock_init(&ci->layout_lock);
+	init_rwsem(&ci->lease_sem);
 	inode_init_once(&ci->vfs_inode);
 }
 
@@ -125,6 +127,7 @@ static int csvfs_show_options(struct seq_file *m, struct dentry *root)
 static void csvfs_evict_inode(struct inode *inode)
 {
 	truncate_inode_pages_final(&inode->i_data);
+	csvfs_lease_return(inode);
 	csvfs_layout_destroy(inode);
 	clear_inode(inode);
 }

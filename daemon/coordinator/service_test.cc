@@ -691,6 +691,32 @@ TEST_F(ServiceTest, LeasesBreakOnConflict) {
   EXPECT_EQ(Do(OnFh(CSVFS_CMD_LEASE_RETURN, f), 5).error(), 0);
 }
 
+// A cached size would be stale after any size change or fallocate, not
+// only after a truncate that frees blocks.
+TEST_F(ServiceTest, LeasesBreakOnGrowAndFallocate) {
+  auto [f, id] = Create(root_, "grown");
+  ASSERT_EQ(Do(OnFh(CSVFS_CMD_RELEASE, f).PutU64(CSVFS_A_OPEN_ID, id)).error(), 0);
+  auto lease_read = [&](uint32_t node) {
+    Message r = Do(OnFh(CSVFS_CMD_LEASE_GET, f).PutU32(CSVFS_A_LEASE, CSVFS_LEASE_READ), node);
+    ASSERT_EQ(r.error(), 0);
+    ASSERT_EQ(*r.GetU32(CSVFS_A_LEASE), static_cast<uint32_t>(CSVFS_LEASE_READ));
+  };
+  lease_read(2);
+  csvfs_setattr sa{};
+  sa.valid = CSVFS_SETATTR_SIZE;
+  sa.size = 1 << 20;
+  ASSERT_EQ(Setattr(f, sa, 3).error(), 0);
+  EXPECT_EQ(calls_.To(CSVFS_CMD_LEASE_BREAK), std::vector<uint32_t>{2});
+  calls_.Clear();
+  ASSERT_EQ(Setattr(f, sa, 3).error(), 0);  // same size: nothing to break
+  EXPECT_TRUE(calls_.To(CSVFS_CMD_LEASE_BREAK).empty());
+  lease_read(2);
+  Message fa = OnFh(CSVFS_CMD_FALLOCATE, f);
+  fa.PutU64(CSVFS_A_OFFSET, 0).PutU64(CSVFS_A_LENGTH, 2 << 20).PutU32(CSVFS_A_FLAGS, 0);
+  ASSERT_EQ(Do(fa, 3).error(), 0);
+  EXPECT_EQ(calls_.To(CSVFS_CMD_LEASE_BREAK), std::vector<uint32_t>{2});
+}
+
 TEST_F(ServiceTest, PosixLocksConflictBetweenNodes) {
   auto [f, id] = Create(root_, "locked");
   auto lock = [&](uint32_t node, uint32_t type, uint64_t start, uint64_t end, uint32_t flags) {

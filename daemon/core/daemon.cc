@@ -193,6 +193,10 @@ void Daemon::OnMembership(std::vector<NodeId> members, std::vector<NodeId> joine
                           std::vector<NodeId> left) {
   bool i_joined = std::find(joined.begin(), joined.end(), self_) != joined.end();
   std::set<NodeId> member_set(members.begin(), members.end());
+  // Our view before this change: without quorum we were a minority.
+  const bool was_quorate = state_.quorate();
+  bool stale = false;
+  last_membership_ = Clock::now();
   if (i_joined && !joined_) {
     joined_ = true;
     synced_ = false;
@@ -200,6 +204,20 @@ void Daemon::OnMembership(std::vector<NodeId> members, std::vector<NodeId> joine
     synced_set_.clear();
     for (NodeId n : members)
       if (std::find(joined.begin(), joined.end(), n) == joined.end()) synced_set_.insert(n);
+  } else if (!joined.empty() && synced_ && !was_quorate && had_quorum_) {
+    // The rejoin rule: we come back from a minority (a partition, the
+    // survivor of a quorum loss; not a cluster that is still forming,
+    // which never had quorum). While we had no quorum the others may
+    // have elected new coordinators at newer epochs; our state is older
+    // than theirs, so we act on none of it (no service, no lease, no
+    // forwarding) and never send it: we wait for their SYNC, as a joiner
+    // does. The nodes that appeared may hold the cluster's state.
+    stale = true;
+    synced_ = false;
+    unsynced_since_ = Clock::now();
+    synced_set_.clear();
+    synced_set_.insert(joined.begin(), joined.end());
+    LOG(kInfo) << "rejoining without quorum before: waiting for the cluster's state";
   } else {
     std::erase_if(synced_set_, [&](NodeId n) { return !member_set.count(n); });
   }
@@ -215,6 +233,7 @@ void Daemon::OnMembership(std::vector<NodeId> members, std::vector<NodeId> joine
         Clock::now() + std::chrono::milliseconds(config_.lease_ms + config_.lease_margin_ms);
   }
   ApplyResult r = state_.OnMembership(members);
+  if (synced_ && state_.quorate()) had_quorum_ = true;
   // Drop a left node's state in our coordinator services.
   for (NodeId n : left)
     for (auto& [name, l] : locals_)
@@ -223,7 +242,7 @@ void Daemon::OnMembership(std::vector<NodeId> members, std::vector<NodeId> joine
           std::shared_lock lock(*gate);
           svc->ForgetNode(n);
         });
-  if (!joined.empty()) {
+  if (!joined.empty() && !stale) {
     // The lowest synced member sends its state to the joiners; if nobody
     // is synced yet (the whole group is new), the lowest member does.
     std::set<NodeId> candidates;
@@ -233,6 +252,7 @@ void Daemon::OnMembership(std::vector<NodeId> members, std::vector<NodeId> joine
     if (sender == self_) {
       StateMsg snap = state_.Snapshot();
       LOG(kInfo) << "sending state sync (" << snap.volumes.size() << " volumes)";
+      last_sync_sent_ = Clock::now();
       Broadcast(std::move(snap));
     }
   }
@@ -253,6 +273,7 @@ void Daemon::OnStateMessage(NodeId sender, std::span<const uint8_t> bytes) {
     synced_ = true;
     synced_set_.clear();
     synced_set_.insert(state_.members().begin(), state_.members().end());
+    if (state_.quorate()) had_quorum_ = true;
     PersistVolumes();
     // Control messages delivered before the sync may have been lost with
     // the state they changed: send them again.
@@ -1015,8 +1036,25 @@ void Daemon::ProbeTick() {
       Broadcast(m);
     }
   }
-  // A member that never got a sync (its sender left first) asks again.
-  if (joined_ && !synced_ && now - unsynced_since_ > kSyncFallback && !state_.members().empty() &&
+  // Members that have not adopted a sync yet (its sender left first, or
+  // it was lost): the lowest synced member sends the state again.
+  if (joined_ && synced_ && now - last_membership_ > kSyncFallback &&
+      now - last_sync_sent_ > kSyncFallback) {
+    bool waiting = std::any_of(state_.members().begin(), state_.members().end(),
+                               [this](NodeId n) { return n != self_ && !synced_set_.count(n); });
+    NodeId lowest = synced_set_.empty() ? self_ : std::min(self_, *synced_set_.begin());
+    if (waiting && lowest == self_) {
+      LOG(kInfo) << "a member has no state yet: sending the state sync again";
+      last_sync_sent_ = now;
+      Broadcast(state_.Snapshot());
+    }
+  }
+  // Nobody with a state is there (a new cluster, or every side of a merge
+  // was without quorum, so no side served): the lowest member sends its
+  // own. While members that may hold the cluster's state are present this
+  // waits much longer, so that they are the ones that send it.
+  auto fallback = synced_set_.empty() ? kSyncFallback : 3 * kSyncFallback;
+  if (joined_ && !synced_ && now - unsynced_since_ > fallback && !state_.members().empty() &&
       state_.members().front() == self_) {
     LOG(kWarning) << "no state sync received: sending mine";
     unsynced_since_ = now;

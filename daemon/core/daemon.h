@@ -170,8 +170,11 @@ class Daemon {
   bool local_quorate_ = false;
   bool synced_ = false;
   bool joined_ = false;
+  bool had_quorum_ = false;  // synced in a quorate membership at least once
   std::set<NodeId> synced_set_;
   Clock::time_point unsynced_since_{};
+  Clock::time_point last_membership_{};  // the last membership change
+  Clock::time_point last_sync_sent_{};   // the last SYNC this node sent
   std::map<std::string, Local> locals_;
   std::map<uint64_t, Pending> pending_;
   uint64_t next_pending_ = 1;

@@ -3,7 +3,9 @@
 // delivers membership changes and state messages in one total order).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <map>
 #include <set>
 #include <vector>
 
@@ -18,13 +20,24 @@ struct ElectionInput {
   std::set<NodeId> eligible;    // nodes with a healthy path that can serve
   NodeId current = kNoNode;     // the volume's coordinator now
   NodeId preferred = kNoNode;   // the volume's preferred owner
+  // How many other volumes each node coordinates (absent: none), so that
+  // volumes without a preferred owner spread over the nodes.
+  std::map<NodeId, size_t> load;
 };
 
 // DESIGN.md: keep the current coordinator while it is a member with a
-// healthy path; otherwise the preferred owner, else the lowest node id,
-// among quorate members with a healthy path. kNoNode without quorum or
-// without any eligible member.
+// healthy path; otherwise the preferred owner, else the least loaded node
+// (fewest other volumes coordinated; ties: the lowest node id), among
+// quorate members with a healthy path. kNoNode without quorum or without
+// any eligible member.
 NodeId Elect(const ElectionInput& in);
+
+// Rebalancing when a node becomes eligible (rejoined, path healed): the
+// node a volume without a preferred owner should move to, or kNoNode to
+// stay. It moves only when its coordinator serves at least two volumes
+// more than the least loaded eligible node (so a move never just swaps
+// the imbalance), to that node.
+NodeId BalanceTarget(const ElectionInput& in);
 
 // The node a planned move without a target goes to: the lowest eligible
 // member above `current`, wrapping around; kNoNode if there is none.

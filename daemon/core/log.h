@@ -1,6 +1,7 @@
-// Logging for csvd: one line per event on stderr (journald adds the time
-// when run under systemd), every line prefixed with the node id and, where
-// there is one, the volume and its epoch.
+// Logging for csvd: one line per event on stderr, every line prefixed with
+// the node id and, where there is one, the volume and its epoch; outside
+// journald (JOURNAL_STREAM unset) also with the UTC time in milliseconds
+// ("2026-11-21T17:52:15.123Z"), which journald adds itself.
 //
 // Thread-safety: Log() may be called from any thread.
 #pragma once

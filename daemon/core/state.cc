@@ -231,6 +231,8 @@ ElectionInput ClusterState::InputFor(const VolumeState& v) const {
     if (PathHealthy(n, v.name) && !OpenFailed(n, v.name)) in.eligible.insert(n);
   in.current = v.coordinator;
   in.preferred = v.preferred;
+  for (const auto& [name, other] : volumes_)
+    if (name != v.name && other.coordinator != kNoNode) in.load[other.coordinator]++;
   return in;
 }
 
@@ -252,6 +254,14 @@ ApplyResult ClusterState::ElectAll() {
   return result;
 }
 
+void ClusterState::Rebalance(ApplyResult* result) {
+  for (auto& [name, v] : volumes_) {
+    if (v.backup != kNoNode) continue;  // a backup keeps its node
+    NodeId to = BalanceTarget(InputFor(v));
+    if (to != kNoNode) SetCoordinator(&v, to, result);
+  }
+}
+
 ApplyResult ClusterState::OnMembership(std::vector<NodeId> members) {
   std::sort(members.begin(), members.end());
   members_ = std::move(members);
@@ -269,6 +279,7 @@ ApplyResult ClusterState::OnMembership(std::vector<NodeId> members) {
 
 ApplyResult ClusterState::Apply(NodeId sender, const StateMsg& m) {
   ApplyResult result;
+  bool rebalance = false;
   auto it = volumes_.find(m.volume);
   VolumeState* v = it == volumes_.end() ? nullptr : &it->second;
   switch (m.type) {
@@ -307,7 +318,10 @@ ApplyResult ClusterState::Apply(NodeId sender, const StateMsg& m) {
       return result;
     case MsgType::kPath:
       if (m.healthy) {
-        healthy_paths_.insert({sender, m.volume});
+        // A node that becomes eligible (it rejoined, or its path healed)
+        // takes volumes over from the busiest nodes, after the election.
+        bool added = healthy_paths_.insert({sender, m.volume}).second;
+        rebalance = added && IsMember(sender);
         open_failed_.erase({sender, m.volume});
       } else {
         healthy_paths_.erase({sender, m.volume});
@@ -383,6 +397,7 @@ ApplyResult ClusterState::Apply(NodeId sender, const StateMsg& m) {
       return result;
   }
   ApplyResult elected = ElectAll();
+  if (rebalance) Rebalance(&elected);
   elected.error = result.error;
   return elected;
 }

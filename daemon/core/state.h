@@ -136,6 +136,9 @@ class ClusterState {
 
  private:
   ApplyResult ElectAll();
+  // Moves volumes without a preferred owner off overloaded nodes
+  // (BalanceTarget); called when a node becomes eligible for a volume.
+  void Rebalance(ApplyResult* result);
   void SetCoordinator(VolumeState* v, NodeId next, ApplyResult* result);
 
   size_t expected_nodes_;

@@ -210,6 +210,85 @@ TEST(StateWireTest, KernelModeRoundTripAndBounds) {
     EXPECT_FALSE(DecodeStateMsg(std::span(wire.data(), n), &d, &error)) << n;
 }
 
+// Volumes without a preferred owner, every path healthy.
+ClusterState Volumes(std::vector<std::string> names) {
+  ClusterState s(3);
+  s.OnMembership({1, 2, 3});
+  for (const auto& v : names) {
+    StateMsg add = Msg(MsgType::kVolumeAdd, v, 0);
+    add.uuid[1] = static_cast<uint8_t>(v.back());  // one filesystem each
+    s.Apply(1, add);
+  }
+  for (NodeId n : {1, 2, 3})
+    for (const auto& v : names) s.Apply(n, Msg(MsgType::kPath, v, 0, 0, true));
+  return s;
+}
+
+std::map<NodeId, int> Loads(const ClusterState& s) {
+  std::map<NodeId, int> load;
+  for (const auto& [name, v] : s.volumes()) load[v.coordinator]++;
+  return load;
+}
+
+TEST(BalanceTest, VolumesSpreadOverTheNodes) {
+  ClusterState s = Volumes({"V1", "V2", "V3"});
+  EXPECT_EQ(Loads(s), (std::map<NodeId, int>{{1, 1}, {2, 1}, {3, 1}}));
+  ClusterState t = Volumes({"V1", "V2"});
+  EXPECT_NE(t.volume("V1")->coordinator, t.volume("V2")->coordinator);
+}
+
+TEST(BalanceTest, FailoverGoesToTheLeastLoadedNode) {
+  ClusterState s = Volumes({"V1", "V2"});
+  NodeId c1 = s.volume("V1")->coordinator, c2 = s.volume("V2")->coordinator;
+  NodeId idle = 6 - c1 - c2;
+  std::vector<NodeId> rest;
+  for (NodeId n : {1, 2, 3})
+    if (n != c1) rest.push_back(n);
+  s.OnMembership(rest);
+  EXPECT_EQ(s.volume("V1")->coordinator, idle) << "not onto V2's node";
+  EXPECT_EQ(s.volume("V2")->coordinator, c2) << "V2 is not touched";
+}
+
+TEST(BalanceTest, RejoiningNodeTakesVolumesBackWhenItIsEligible) {
+  ClusterState s = Volumes({"V1", "V2", "V3"});
+  NodeId gone = s.volume("V3")->coordinator;
+  std::vector<NodeId> rest;
+  for (NodeId n : {1, 2, 3})
+    if (n != gone) rest.push_back(n);
+  s.OnMembership(rest);
+  auto loads = Loads(s);
+  EXPECT_EQ(loads.size(), 2u);
+  EXPECT_EQ(std::max(loads.begin()->second, loads.rbegin()->second), 2);
+  // It rejoins: nothing moves before it publishes a healthy path.
+  auto r = s.OnMembership({1, 2, 3});
+  EXPECT_TRUE(r.changes.empty());
+  uint64_t epochs = 0;
+  for (const auto& [name, v] : s.volumes()) epochs += v.epoch;
+  size_t moves = 0;
+  for (const char* v : {"V1", "V2", "V3"})
+    moves += s.Apply(gone, Msg(MsgType::kPath, v, 0, 0, true)).changes.size();
+  EXPECT_EQ(moves, 1u) << "exactly one volume moves back";
+  EXPECT_EQ(Loads(s), (std::map<NodeId, int>{{1, 1}, {2, 1}, {3, 1}}));
+  uint64_t after = 0;
+  for (const auto& [name, v] : s.volumes()) after += v.epoch;
+  EXPECT_EQ(after, epochs + 1) << "the move bumped one epoch";
+  // A repeated path message changes nothing.
+  EXPECT_TRUE(s.Apply(gone, Msg(MsgType::kPath, "V1", 0, 0, true)).changes.empty());
+}
+
+TEST(BalanceTest, PreferredOwnerIsNotBalancedAway) {
+  ClusterState s(3);
+  s.OnMembership({1, 2, 3});
+  s.Apply(1, Msg(MsgType::kVolumeAdd, "V1", 1));
+  StateMsg add = Msg(MsgType::kVolumeAdd, "V2", 1);
+  add.uuid[1] = 2;
+  s.Apply(1, add);
+  for (NodeId n : {1, 2, 3})
+    for (const char* v : {"V1", "V2"}) s.Apply(n, Msg(MsgType::kPath, v, 0, 0, true));
+  EXPECT_EQ(s.volume("V1")->coordinator, 1u);
+  EXPECT_EQ(s.volume("V2")->coordinator, 1u);
+}
+
 TEST(StateWireTest, SyncCarriesRedirectAndBackup) {
   ClusterState a = ThreeNodes();
   a.Apply(1, Msg(MsgType::kRedirect, "V1", 0, 0, true));

@@ -236,6 +236,98 @@ def test_recall_on_truncate(cluster):
     assert out.split() == [str(size_mb * 2 << 20), "0"], out
 
 
+def test_direct_write_mtime_seen_while_open(cluster):
+    """A file written directly and kept open (a VM image) shows its new
+    mtime on other nodes within seconds, not only after close."""
+    lab = cluster
+    f = f"{MNT}/open-image"
+    sh(lab, "node2", f"dd if=/dev/zero of={f} bs=1M count=4 oflag=direct status=none")
+    before = int(sh(lab, "node3", f"stat -c %Y {f}"))
+    time.sleep(1.1)  # mtime has whole seconds here: the write must be in a later one
+    # node2 writes directly, then holds the file open: no close, no fsync
+    writer = ("import mmap, os, time; fd = os.open('%s', os.O_RDWR | os.O_DIRECT); "
+              "b = mmap.mmap(-1, 4096); b.write(os.urandom(4096)); "
+              "assert os.pwrite(fd, b, 0) == 4096; time.sleep(60)" % f)
+    lab.spawn("node2", f'/usr/bin/python3 -c "{writer}"', log="/lab/node2/open-image.log")
+    wait_for(lambda: int(sh(lab, "node3", f"stat -c %Y {f}")) > before, 20,
+             "node2's direct write's mtime on node3")
+    assert dmesg_count(lab, "node2", "redirecting") == 0
+
+
+# Holds one buffered fd on node2 across node3's rewrite: reads it all,
+# waits for the go file, reads it all again through the same fd.
+LEASE_READER = r"""
+import hashlib, os, sys, time
+path, out = sys.argv[1], sys.argv[2]
+fd = os.open(path, os.O_RDONLY)
+def digest():
+    h, off = hashlib.sha256(), 0
+    while True:
+        b = os.pread(fd, 1 << 16, off)
+        if not b:
+            return h.hexdigest()
+        h.update(b)
+        off += len(b)
+def publish(name, text):  # whole or not at all: the host polls for it
+    with open(name + ".tmp", "w") as f:
+        f.write(text)
+    os.rename(name + ".tmp", name)
+publish(out + ".1", digest())
+while not os.path.exists(out + ".go"):
+    time.sleep(0.1)
+publish(out + ".2", digest())
+"""
+
+
+def cached_bytes(lab, node, path):
+    return int(sh(lab, node, f"fincore --bytes --noheadings --output RES {path}").strip())
+
+
+def test_lease_break(cluster):
+    """node2 reads a file through its page cache under a read lease; node3
+    rewrites it: the coordinator breaks node2's lease (node2 drops its
+    cache) before node3's open returns, and node2's next read, on the fd it
+    kept open and after a new open, returns the new data."""
+    lab = cluster
+    size = 4 << 20
+    f = f"{MNT}/leased"
+    old = sh(lab, "node2", f"head -c {size} /dev/urandom > /tmp/old && cp /tmp/old {f} && "
+                           "sha256sum < /tmp/old").split()[0]
+    new = sh(lab, "node3", f"head -c {size} /dev/urandom > /tmp/new && sha256sum < /tmp/new"
+             ).split()[0]
+    # cached: the pages stay after close, and a second open keeps them
+    assert sh(lab, "node2", f"sha256sum < {f}").split()[0] == old
+    assert cached_bytes(lab, "node2", f) == size
+    assert sh(lab, "node2", f"sha256sum < {f}").split()[0] == old
+    assert cached_bytes(lab, "node2", f) == size
+    # an uncached node for contrast: O_DIRECT reads never fill the cache
+    sh(lab, "node1", f"dd if={f} iflag=direct bs=1M status=none | wc -c")
+    assert cached_bytes(lab, "node1", f) == 0
+
+    res = os.path.join(lab.run_dir, "lease")
+    for suffix in (".1", ".2", ".go"):
+        if os.path.exists(res + suffix):
+            os.unlink(res + suffix)
+    with open(os.path.join(lab.run_dir, "lease_reader.py"), "w") as fh:
+        fh.write(LEASE_READER)
+    lab.spawn("node2", f"/usr/bin/python3 /lab/lease_reader.py {f} /lab/lease",
+              log="/lab/node2/lease_reader.log")
+    wait_for(lambda: os.path.exists(res + ".1"), 120, "node2's first read")
+    assert open(res + ".1").read() == old
+    assert cached_bytes(lab, "node2", f) == size
+
+    # node3 rewrites in place: its open for writing breaks node2's lease
+    sh(lab, "node3", f"dd if=/tmp/new of={f} bs=1M conv=notrunc status=none")
+    assert cached_bytes(lab, "node2", f) == 0, "node2 kept its cache after the break"
+    open(res + ".go", "w").close()
+    wait_for(lambda: os.path.exists(res + ".2"), 120, "node2's second read")
+    assert open(res + ".2").read() == new, "node2 read stale data through its open fd"
+    assert sh(lab, "node2", f"sha256sum < {f}").split()[0] == new
+    # once node3's close (an asynchronous RELEASE) is in, node2 caches again
+    wait_for(lambda: sh(lab, "node2", f"sha256sum < {f}").split()[0] == new
+             and cached_bytes(lab, "node2", f) == size, 30, "node2 caching again")
+
+
 def test_zz_unmount_and_repair(cluster):
     lab = cluster
     for n in NODES:

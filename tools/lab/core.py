@@ -32,10 +32,34 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
 QEMU = "qemu-system-x86_64"
 SERIAL_PREFIX = "csvlun"
 
-# Lines of a kernel log that mean the kernel is in trouble.
+# Lines of a kernel log that mean the kernel is in trouble. The second half
+# is what the debug kernel adds (KASAN, lockdep, atomic sleep, kmemleak,
+# UBSAN, failed KUnit checks); most also start with "BUG:" or "WARNING:",
+# but are named so that a change of prefix cannot hide them.
 KERNEL_PROBLEMS = re.compile(
     r"Oops|BUG:|WARNING:|general protection|soft lockup|hard LOCKUP|"
-    r"blocked for more than|hung_task|Kernel panic|RCU stall|rcu_sched self-detected")
+    r"blocked for more than|hung_task|Kernel panic|RCU stall|rcu_sched self-detected|"
+    r"BUG: KASAN|possible circular locking|inconsistent lock state|"
+    r"possible recursive locking|sleeping function called from invalid context|"
+    r"unreferenced object|suspected memory leak|UBSAN:|kernel BUG at|"
+    r"EXPECTATION FAILED|ASSERTION FAILED")
+
+# The kernels a lab can boot (Lab(kernel=...), env CSVLAB_KERNEL):
+#   debian  /boot/vmlinuz-$(tools/kernel-version), modules from the initramfs,
+#           csvfs.ko = <repo>/kmod/csvfs.ko (tools/build-kmod)
+#   debug   tools/build-debug-kernel's KASAN/lockdep/kmemleak kernel, all
+#           drivers built in, csvfs.ko = <repo>/build-debug/kmod/csvfs.ko,
+#           which the guest sees at <repo>/kmod/csvfs.ko (docs/debug-kernel.md)
+KERNELS = ("debian", "debug")
+DEBUG_KMOD = os.path.join(REPO, "build-debug", "kmod", "csvfs.ko")
+KMOD = os.path.join(REPO, "kmod", "csvfs.ko")
+# Extra command line of the debug kernel: slab debugging (redzones, poison,
+# sanity checks, owner tracking); kmemleak quiet until the boot-time objects
+# are cleared (guest/stage2.sh), then verbose so leaks reach the console log.
+DEBUG_APPEND = "slub_debug=FZPU kmemleak.verbose=0 no_hash_pointers"
+# Everything runs a few times slower in a debug guest under TCG: boot and
+# command deadlines are multiplied by this (never shortened).
+DEBUG_SLOWDOWN = 3
 
 
 def default_runs_dir():
@@ -47,6 +71,23 @@ def kernel_version():
                           capture_output=True, text=True)
     if proc.returncode:
         raise LabError(proc.stderr.strip() or "tools/kernel-version failed")
+    return proc.stdout.strip()
+
+
+def kernel_choice(kernel=None):
+    """KERNEL, else $CSVLAB_KERNEL, else "debian"; LabError if unknown."""
+    choice = kernel or os.environ.get("CSVLAB_KERNEL") or "debian"
+    if choice not in KERNELS:
+        raise LabError(f"kernel {choice!r} (CSVLAB_KERNEL?): use one of {', '.join(KERNELS)}")
+    return choice
+
+
+def debug_kernel_dir():
+    """The cache directory of the built debug kernel (tools/build-debug-kernel)."""
+    proc = subprocess.run([os.path.join(REPO, "tools", "build-debug-kernel"), "--print-dir"],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise LabError(proc.stderr.strip() or "tools/build-debug-kernel --print-dir failed")
     return proc.stdout.strip()
 
 
@@ -83,7 +124,7 @@ class Lab:
     """A cluster of guests. Create with Lab(...).up() or attach to a running one."""
 
     def __init__(self, name="lab", nodes=3, disks=1, disk_size="2G", kvm=False,
-                 memory_mb=1024, runs_dir=None):
+                 memory_mb=1024, runs_dir=None, kernel=None):
         if not NAME_RE.match(name):
             raise LabError(f"lab name {name!r}: use 1-16 of [a-z0-9-], starting "
                            f"with a letter or digit")
@@ -100,6 +141,8 @@ class Lab:
         self.run_dir = os.path.join(runs_dir or default_runs_dir(), name)
         self.netns = f"csvlab-{name}"
         self.subnet = subnet_of(name)
+        self.kernel = kernel_choice(kernel)
+        self.kdir = None  # the debug kernel's cache directory
         self.kver = None
         self.timings = {}
         self.allowed_problems = []
@@ -148,7 +191,7 @@ class Lab:
     def _save_state(self):
         state = {k: getattr(self, k) for k in
                  ("name", "n_nodes", "n_disks", "disk_size", "kvm", "memory_mb",
-                  "subnet", "netns", "kver")}
+                  "subnet", "netns", "kver", "kernel", "kdir")}
         with open(os.path.join(self.run_dir, "state.json"), "w") as f:
             json.dump(state, f, indent=1)
 
@@ -163,8 +206,9 @@ class Lab:
             raise LabError(f"no lab {name!r} is up ({path} missing); "
                            f"start one with `csvlab up --name {name}`") from None
         lab = cls(name, state["n_nodes"], state["n_disks"], state["disk_size"],
-                  state["kvm"], state["memory_mb"], runs_dir)
+                  state["kvm"], state["memory_mb"], runs_dir, state.get("kernel", "debian"))
         lab.kver = state["kver"]
+        lab.kdir = state.get("kdir")
         return lab
 
     # ------------------------------------------------------------------- up
@@ -193,9 +237,17 @@ class Lab:
             raise LabError("the lab needs root (network namespaces, taps)")
         if not shutil.which(QEMU):
             raise LabError(f"{QEMU} not found: run tools/install-deps")
-        self.kver = kernel_version()
+        if self.kernel == "debug":
+            self.kdir = debug_kernel_dir()
+            with open(os.path.join(self.kdir, "release")) as f:
+                self.kver = f.read().strip()
+            if not os.path.exists(DEBUG_KMOD):
+                raise LabError(f"{DEBUG_KMOD} missing: run tools/build-debug-kernel")
+        else:
+            self.kver = kernel_version()
         if not os.path.exists(self.kernel_image):
-            raise LabError(f"{self.kernel_image} missing: run tools/install-deps")
+            raise LabError(f"{self.kernel_image} missing: run tools/install-deps"
+                           + (" and tools/build-debug-kernel" if self.kdir else ""))
         longest = os.path.join(self.run_dir, "node4", "agent.sock")
         if len(longest) >= 108:
             raise LabError(f"run directory path too long for unix sockets "
@@ -203,7 +255,16 @@ class Lab:
 
     @property
     def kernel_image(self):
+        if self.kernel == "debug":
+            return os.path.join(self.kdir, "bzImage")
         return f"/boot/vmlinuz-{self.kver}"
+
+    def module_for(self, path=KMOD):
+        """Host path of the csvfs.ko to load for this lab's kernel: PATH (a
+        build of kmod/csvfs.ko for the Debian kernel) or, under the debug
+        kernel, its build for that kernel. Inside the guests PATH itself is
+        the right one either way (stage 1 puts the debug build there)."""
+        return DEBUG_KMOD if self.kernel == "debug" else path
 
     def _prepare_run_dir(self):
         os.makedirs(self.run_dir, exist_ok=True)
@@ -217,7 +278,9 @@ class Lab:
         for disk in range(self.n_disks):
             subprocess.run(["truncate", "-s", self.disk_size, self._disk_image(disk)],
                            check=True)
-        initramfs.build(self.kver, os.path.join(self.run_dir, "initramfs.cpio.gz"))
+        # The debug kernel has every driver built in: no modules to load.
+        initramfs.build(self.kver, os.path.join(self.run_dir, "initramfs.cpio.gz"),
+                        modules=[] if self.kernel == "debug" else None)
         self._save_state()
 
     def _disk_image(self, disk):
@@ -229,6 +292,10 @@ class Lab:
             ["-accel", "tcg,tb-size=256", "-cpu", "max"]
         append = (f"console=ttyS0 net.ifnames=0 mitigations=off panic=5 "
                   f"csvlab.node={i} csvlab.addr={self.addr(node)}/24")
+        if self.kernel == "debug":
+            # Stage 1 copies these from the host root into the guest's overlay.
+            append += (f" {DEBUG_APPEND} csvlab.kmod={DEBUG_KMOD} csvlab.kmod_at={KMOD}"
+                       f" csvlab.modules={self.kdir}/modroot/lib/modules/{self.kver}")
         args = [QEMU, "-name", self._marker(node), *accel,
                 "-smp", "1", "-m", str(self.memory_mb),
                 "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
@@ -274,9 +341,14 @@ class Lab:
             raise LabError(f"{self.node_name(node)}: qemu failed to start: "
                            f"{proc.stderr.strip()}")
 
+    @property
+    def slowdown(self):
+        """Factor applied to boot and command timeouts (debug kernel: slower)."""
+        return DEBUG_SLOWDOWN if self.kernel == "debug" else 1
+
     def wait_ready(self, nodes, timeout=300):
         """Wait until the agents of NODES answer (the guests have booted)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * self.slowdown
         for node in nodes:
             self._wait_agent(node, deadline)
 
@@ -308,7 +380,8 @@ class Lab:
 
         check=True raises ExecError on a non-zero exit or a timeout.
         """
-        result = self._channel(node).exec(cmd, timeout=timeout, input=input, cwd=cwd)
+        result = self._channel(node).exec(cmd, timeout=timeout * self.slowdown, input=input,
+                                          cwd=cwd)
         if check and not result.ok:
             raise ExecError(result)
         return result
@@ -538,6 +611,25 @@ class Lab:
         """Stop reporting console lines matching REGEX (e.g. a hung-task warning
         that a test provokes on purpose with cut_path(hang=True))."""
         self.allowed_problems.append(re.compile(regex))
+
+    def kmemleak_scan(self, nodes=None, timeout=600):
+        """On running nodes whose kernel has kmemleak: scan twice (an object
+        must look unreferenced in two scans 5 s apart to be reported). Leaks
+        go to the console log as "unreferenced object" lines (verbose mode,
+        see guest/stage2.sh), which kernel_log_problems reports. Returns the
+        nodes scanned."""
+        scanned = []
+        for node in nodes or self.nodes:
+            if not self.is_running(node):
+                continue
+            res = self.exec(node, "f=/sys/kernel/debug/kmemleak; [ -w $f ] || exit 3; "
+                                  "echo scan > $f && sleep 6 && echo scan > $f",
+                            timeout=timeout)
+            if res.rc == 0:
+                scanned.append(self.node_name(node))
+            elif res.rc != 3:
+                raise LabError(f"{self.node_name(node)}: kmemleak scan failed: {res}")
+        return scanned
 
     def kernel_log_problems(self, node=None):
         """Oops/BUG/WARNING/GPF/lockup/hung-task lines of the console logs,

@@ -92,6 +92,8 @@ class CsvCluster:
         os.makedirs(bindir, exist_ok=True)
         root = os.environ.get("CSVFS_BUILD_ROOT", REPO)  # another tree's build, if asked
         for src in (os.path.join(root, os.path.relpath(p, REPO)) for p in (KO, CSVD, CSVCTL)):
+            if src.endswith(".ko"):
+                src = self.lab.module_for(src)  # the debug kernel's build of it
             if not os.path.exists(src):
                 raise LabError(f"{src} is not built (tools/build-kmod; cmake --build build)")
             tmp = os.path.join(bindir, "." + os.path.basename(src))

@@ -23,8 +23,10 @@ def find_module(kver, name):
                    f"linux-image-{kver} installed (tools/install-deps)?")
 
 
-def build(kver, out_path):
-    """Write a gzip'd newc cpio to OUT_PATH."""
+def build(kver, out_path, modules=None):
+    """Write a gzip'd newc cpio to OUT_PATH, with MODULES (default: MODULES,
+    for a kernel that has them as modules) loaded in that order by /init."""
+    modules = MODULES if modules is None else modules
     if not os.path.exists(BUSYBOX):
         raise LabError(f"{BUSYBOX} missing: install busybox-static (tools/install-deps)")
     with tempfile.TemporaryDirectory(prefix="csvlab-initrd-") as tmp:
@@ -32,10 +34,10 @@ def build(kver, out_path):
             os.makedirs(os.path.join(tmp, d))
         shutil.copy2(BUSYBOX, os.path.join(tmp, "bin/busybox"))
         shutil.copy2(os.path.join(GUEST_DIR, "init"), os.path.join(tmp, "init"))
-        for m in MODULES:
+        for m in modules:
             shutil.copy2(find_module(kver, m), os.path.join(tmp, "mods", m + ".ko"))
         with open(os.path.join(tmp, "modules.order"), "w") as f:
-            f.write("\n".join(MODULES) + "\n")
+            f.write("".join(m + "\n" for m in modules))
         with open(out_path, "wb") as out:
             find = subprocess.Popen(["find", "."], cwd=tmp, stdout=subprocess.PIPE)
             cpio = subprocess.Popen(["cpio", "-o", "-H", "newc", "--quiet"], cwd=tmp,

@@ -11,7 +11,9 @@ Use it from any conftest.py (tests/lab/conftest.py does):
 A module picks another shape with
     pytestmark = pytest.mark.lab(nodes=2, disks=2, disk_size="4G")
 The lab is torn down at the end of the module; its kernel logs must be free
-of Oops/BUG/WARNING/lockup lines, or the module errors. Logs are kept under
+of Oops/BUG/WARNING/lockup lines (and, under the debug kernel, KASAN,
+lockdep, atomic-sleep and kmemleak reports: kmemleak scans first), or the
+module errors. CSVLAB_KERNEL=debug boots the debug kernel. Logs are kept under
 lab-runs/<name>/ when a test failed, the kernel logs had problems, or
 CSVLAB_KEEP_LOGS=1.
 """
@@ -52,6 +54,10 @@ def lab(request):
     cluster.down()  # a leftover of a crashed run with the same name
     cluster.up()
     yield cluster
+    try:
+        cluster.kmemleak_scan()  # debug kernel: leaks become log problems
+    except Exception as e:  # a dead node must not hide the log check
+        print(f"csvlab: kmemleak scan: {e}")
     problems = cluster.kernel_log_problems()
     failed = request.module.__dict__.get("_csvlab_failed", False)
     keep = bool(problems or failed or os.environ.get("CSVLAB_KEEP_LOGS"))

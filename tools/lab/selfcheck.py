@@ -9,13 +9,15 @@ DEFAULT_MODULE = os.path.join(REPO, "kmod", "csvfs.ko")
 def insmod_check(lab, node="node1", module=None):
     """Load and unload MODULE in NODE; 0 if clean, 1 on a problem, 2 if no module."""
     module = module or DEFAULT_MODULE
-    if not os.path.exists(module):
-        print(f"insmod-check: SKIP: {module} not built yet "
-              f"(make -C /lib/modules/{lab.kver}/build M={REPO} modules)")
+    if not os.path.exists(lab.module_for(module)):
+        how = ("tools/build-debug-kernel" if lab.kernel == "debug" else
+               f"make -C /lib/modules/{lab.kver}/build M={REPO} modules")
+        print(f"insmod-check: SKIP: {lab.module_for(module)} not built yet ({how})")
         return 2
     before = len(lab.kernel_log_problems(node))
     name = os.path.basename(module)[:-3]
-    # The guest sees the host's files at the same path (host root over 9p).
+    # The guest sees the host's files at the same path (host root over 9p);
+    # under the debug kernel, DEFAULT_MODULE is the debug build (stage 1).
     for cmd in (f"insmod {module}", f"grep -w ^{name} /proc/modules", f"rmmod {name}"):
         result = lab.exec(node, cmd, timeout=120)
         if not result.ok:

@@ -487,7 +487,10 @@ def test_fstab_mount_at_boot(cluster):
     lab.spawn("node3", "CSV_MOUNT_TIMEOUT=300 mount -a -t csvfs -O _netdev "
                        "> /lab/node3/fstab-mount.log 2>&1; echo rc=$? >> /lab/node3/fstab-mount.log")
     lab.start_corosync("node3")
-    lab.spawn("node3", f"{CSVD} --foreground", log="/lab/node3/csvd-boot.log")  # default config
+    # csvd.service: Restart=on-failure, RestartSec=2 (csvd exits if Corosync's
+    # IPC is not up yet, which happens right after corosync daemonizes)
+    loop = lab.spawn("node3", f"until {CSVD} --foreground; do sleep 2; done",  # default config
+                     log="/lab/node3/csvd-boot.log")
     log = os.path.join(lab.node_dir("node3"), "fstab-mount.log")
     wait_for(lambda: "rc=" in open(log).read(), 360, "mount -a at boot", interval=2)
     assert "rc=0" in open(log).read(), open(log).read()
@@ -498,4 +501,5 @@ def test_fstab_mount_at_boot(cluster):
     s = json.loads(sh(lab, "node3", "csvctl --json status"))  # default socket, default config
     assert s["node"] == 3 and s["quorate"]
     assert "deprecated" not in open(os.path.join(lab.node_dir("node3"), "csvd-boot.log")).read()
+    lab.exec("node3", f"kill {loop}")  # the restart loop, not csvd
     sh(lab, "node3", f"umount {MNT}")

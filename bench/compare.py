@@ -23,7 +23,7 @@ csvd's VmHWM on every node and csvfs's slab caches, sampled every second.
 Results go to bench/results/compare-<UTC time>.{md,json,png}.
 
     sudo /usr/bin/python3 bench/compare.py [--nodes 3] [--reps 3] [--runtime 5]
-        [--size 64] [--meta-files 200] [--only raw,csvfs,nfs,gfs2,ocfs2] [--keep]
+        [--size 32] [--meta-files 30] [--only raw,csvfs,nfs,gfs2,ocfs2] [--keep]
 """
 import argparse
 import datetime
@@ -292,7 +292,9 @@ def fio_cells(lab, key, target, a, results, offset_mb=None):
 
 def prefill(lab, path, size_mb):
     """The file every fio cell uses, written once (allocated, not a hole)."""
-    sh(lab, NODE, f"dd if=/dev/zero of={path} bs=1M count={size_mb} oflag=direct "
+    # 32 KiB writes: on csvfs these allocate, so they are file-redirected, and
+    # 32 KiB is what one request carries (bigger ones queue up in csvd)
+    sh(lab, NODE, f"dd if=/dev/zero of={path} bs=32k count={size_mb * 32} oflag=direct "
                   "conv=fsync status=none", timeout=3600)
 
 
@@ -382,7 +384,7 @@ def read_memory(lab):
                 s["peak_bytes"] = max(s["peak_bytes"], pages * 4096)
         alias = lab.exec(n, "for c in /sys/kernel/slab/csvfs*; do [ -L $c ] && "
                             "echo $(basename $c) $(readlink $c); done; true", timeout=30)
-        m["merged"] = alias.stdout.split("\n") if alias.ok and alias.stdout.strip() else []
+        m["merged"] = [x for x in alias.stdout.split("\n") if x.strip()] if alias.ok else []
         mem[n] = m
     return mem
 
@@ -640,8 +642,8 @@ def main():
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--runtime", type=int, default=5, help="seconds per fio cell")
-    ap.add_argument("--size", type=int, default=64, help="MiB, the file fio works on")
-    ap.add_argument("--meta-files", type=int, default=200)
+    ap.add_argument("--size", type=int, default=32, help="MiB, the file fio works on")
+    ap.add_argument("--meta-files", type=int, default=30)
     ap.add_argument("--only", default="raw,csvfs,nfs,gfs2,ocfs2")
     ap.add_argument("--name", default="bench")
     ap.add_argument("--keep", action="store_true", help="leave the lab running")

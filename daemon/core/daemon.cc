@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <sstream>
 #include <thread>
 
 #include "core/auth.h"
@@ -1382,6 +1383,28 @@ json Daemon::Status() const {
 
 namespace csv::core {
 
+namespace {
+
+// The module's counters of one mount, /proc/fs/csvfs/<sb> (kmod/stats.c):
+// "stat <path> <read|write> <ops> <bytes> <ns>" lines become
+// {path: {read|write: {ops, bytes, avg_us}}}; null without the file.
+json KernelStats(uint32_t sb) {
+  std::ifstream in("/proc/fs/csvfs/" + std::to_string(sb));
+  if (!in) return nullptr;
+  json out = json::object();
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream words(line);
+    std::string tag, path, op;
+    uint64_t ops = 0, bytes = 0, ns = 0;
+    if (!(words >> tag >> path >> op >> ops >> bytes >> ns) || tag != "stat") continue;
+    out[path][op] = {{"ops", ops}, {"bytes", bytes}, {"avg_us", ops ? ns / ops / 1000 : 0}};
+  }
+  return out;
+}
+
+}  // namespace
+
 json Daemon::Stats() const {
   json vols = json::array();
   for (const auto& [name, v] : state_.volumes()) {
@@ -1400,6 +1423,9 @@ json Daemon::Stats() const {
                     {"block_redirected_bytes", c.block_bytes},
                     {"layout_ops", c.layouts},
                     {"served_for_peers", c.served_for_peers}});
+    // Direct and cached I/O never pass through csvd: the module counts them.
+    for (const auto& [sb, volume] : sb_volumes_)
+      if (volume == name) vols.back()["kernel"] = KernelStats(sb);
   }
   json out = Status();
   return {{"ok", true}, {"node", self_}, {"volumes", vols}, {"counters", out["counters"]}};

@@ -158,6 +158,16 @@ void PrintStats(const json& st) {
               << Pad(Bytes(v["block_redirected_bytes"].get<uint64_t>()), 12)
               << Pad(std::to_string(v["layout_ops"].get<uint64_t>()), 8)
               << v["served_for_peers"].get<uint64_t>() << "\n";
+  for (const auto& v : st["volumes"]) {
+    if (!v.contains("kernel") || !v["kernel"].is_object()) continue;
+    std::cout << v["name"].get<std::string>() << " in csvfs.ko:";
+    for (const auto& [path, ops] : v["kernel"].items())
+      for (const auto& [op, c] : ops.items())
+        std::cout << " " << path << "-" << op << "=" << c["ops"].get<uint64_t>() << "/"
+                  << Bytes(c["bytes"].get<uint64_t>()) << "/" << c["avg_us"].get<uint64_t>()
+                  << "us";
+    std::cout << "\n";
+  }
   std::cout << "daemon:";
   for (const auto& [k, v] : st["counters"].items()) std::cout << " " << k << "=" << v;
   std::cout << "\n";

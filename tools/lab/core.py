@@ -55,8 +55,10 @@ DEBUG_KMOD = os.path.join(REPO, "build-debug", "kmod", "csvfs.ko")
 KMOD = os.path.join(REPO, "kmod", "csvfs.ko")
 # Extra command line of the debug kernel: slab debugging (redzones, poison,
 # sanity checks, owner tracking); kmemleak quiet until the boot-time objects
-# are cleared (guest/stage2.sh), then verbose so leaks reach the console log.
-DEBUG_APPEND = "slub_debug=FZPU kmemleak.verbose=0 no_hash_pointers"
+# are cleared (guest/stage2.sh), then verbose so leaks reach the console log;
+# KUnit on (allnoconfig left KUNIT_DEFAULT_ENABLED off: without this the
+# module's suites are skipped with "kunit: disabled").
+DEBUG_APPEND = "slub_debug=FZPU kmemleak.verbose=0 no_hash_pointers kunit.enable=1"
 # Everything runs a few times slower in a debug guest under TCG: boot and
 # command deadlines are multiplied by this (never shortened).
 DEBUG_SLOWDOWN = 3

@@ -34,12 +34,12 @@ bool PrivateMountNamespace(std::string* error) {
 
 int main(int argc, char** argv) {
   CLI::App app{"csvd - the csvfs cluster daemon"};
-  std::string config_path = "/etc/csvfs/csvd.json";
+  std::string config_path = csv::core::kDefaultConfigPath;
   bool foreground = false;
   bool debug = false;
   csv::core::Config config;
   std::string key, state_dir, run_dir, control, test_socket, fault;
-  app.add_option("--config,-c", config_path, "configuration file (JSON)");
+  app.add_option("--config,-c", config_path, "configuration file (JSON)")->capture_default_str();
   app.add_flag("--foreground,-f", foreground,
                "stay in the foreground (the only mode; for systemd)");
   app.add_flag("--debug", debug, "log debug messages");
@@ -53,9 +53,25 @@ int main(int argc, char** argv) {
   (void)foreground;
 
   std::string error;
+  // Earlier builds used /etc/csvfs/{csvd.json,cluster.key}: still
+  // read when the new default is absent, with a warning.
+  if (config_path == csv::core::kDefaultConfigPath && access(config_path.c_str(), F_OK) != 0 &&
+      access(csv::core::kLegacyConfigPath, F_OK) == 0) {
+    std::cerr << "csvd: warning: " << config_path << " does not exist; reading "
+              << csv::core::kLegacyConfigPath << " (deprecated: move it to " << config_path
+              << ")\n";
+    config_path = csv::core::kLegacyConfigPath;
+  }
   if (!csv::core::LoadConfig(config_path, &config, &error)) {
     std::cerr << "csvd: " << error << "\n";
     return 2;
+  }
+  if (config.key_file == csv::core::kDefaultKeyPath && access(config.key_file.c_str(), F_OK) != 0 &&
+      access(csv::core::kLegacyKeyPath, F_OK) == 0) {
+    std::cerr << "csvd: warning: " << config.key_file << " does not exist; reading "
+              << csv::core::kLegacyKeyPath << " (deprecated: move it to " << config.key_file
+              << ")\n";
+    config.key_file = csv::core::kLegacyKeyPath;
   }
   if (!key.empty()) config.key_file = key;
   if (!state_dir.empty()) config.state_dir = state_dir;

@@ -47,6 +47,21 @@ struct csvfs_handle {
 	u8	data[CSVFS_MAX_FH];
 };
 
+/* Data paths counted in /proc/fs/csvfs/<sb_id> (stats.c). */
+enum csvfs_path {
+	CSVFS_PATH_DIRECT,	/* bios to the shared device */
+	CSVFS_PATH_BLOCK,	/* bios redirected through the coordinator */
+	CSVFS_PATH_FILE,	/* READ/WRITE requests */
+	CSVFS_PATH_CACHED,	/* read(2) from the page cache under a lease */
+	__CSVFS_PATH_MAX
+};
+
+struct csvfs_io_stat {
+	atomic64_t	ops;
+	atomic64_t	bytes;
+	atomic64_t	ns;		/* sum of latencies */
+};
+
 /* One mounted volume. Fields are set at mount and read-only after. */
 struct csvfs_sb_info {
 	struct super_block	*sb;
@@ -70,7 +85,8 @@ struct csvfs_sb_info {
 	 */
 	unsigned long		lease_until;	/* jiffies */
 	bool			lease_set;
-	atomic64_t		redirected_bios;
+	struct csvfs_io_stat	stats[__CSVFS_PATH_MAX][2];	/* [path][write] */
+	struct proc_dir_entry	*proc;
 };
 
 /* Whether this node may still submit direct I/O (its lease runs). */
@@ -285,6 +301,14 @@ void csvfs_lease_open(struct inode *inode, struct file *file, u32 held,
 void csvfs_lease_return(struct inode *inode);
 int csvfs_lease_break(u64 req_id, u32 sb_id, const struct csvfs_handle *fh,
 		      u32 level);
+
+/* stats.c */
+void csvfs_count(struct csvfs_sb_info *sbi, enum csvfs_path path, bool write,
+		 u64 bytes, ktime_t start);
+void csvfs_stats_add(struct csvfs_sb_info *sbi);
+void csvfs_stats_remove(struct csvfs_sb_info *sbi);
+void csvfs_stats_init(void);
+void csvfs_stats_exit(void);
 
 /* direct.c */
 int csvfs_direct_init(void);

@@ -33,6 +33,7 @@ struct csvfs_bio {
 	struct csvfs_sb_info	*sbi;
 	struct bvec_iter	iter;		/* as submitted */
 	struct work_struct	work;
+	ktime_t			start;		/* for the latency counters */
 	int			error;		/* of the failed submission */
 	struct bio		bio;		/* last: bio_set front_pad */
 };
@@ -203,7 +204,8 @@ static void csvfs_bio_redirect_work(struct work_struct *work)
 			   op_is_write(bio_op(&cb->bio)) ? "write" : "read",
 			   (u64)cb->iter.bi_sector << SECTOR_SHIFT, ret);
 	else
-		atomic64_inc(&sbi->redirected_bios);
+		csvfs_count(sbi, CSVFS_PATH_BLOCK, op_is_write(bio_op(&cb->bio)),
+			    cb->iter.bi_size, cb->start);
 	cb->bio.bi_status = errno_to_blk_status(ret);
 	iomap_dio_bio_end_io(&cb->bio);
 }
@@ -219,6 +221,8 @@ static void csvfs_dio_bio_end_io(struct bio *bio)
 	struct csvfs_bio *cb = container_of(bio, struct csvfs_bio, bio);
 
 	if (likely(!bio->bi_status)) {
+		csvfs_count(cb->sbi, CSVFS_PATH_DIRECT, op_is_write(bio_op(bio)),
+			    cb->iter.bi_size, cb->start);
 		iomap_dio_bio_end_io(bio);
 		return;
 	}
@@ -236,6 +240,7 @@ static void csvfs_dio_submit_io(const struct iomap_iter *iter,
 
 	cb->sbi = CSVFS_SB(iter->inode->i_sb);
 	cb->iter = bio->bi_iter;
+	cb->start = ktime_get();
 	cb->error = 0;
 	bio->bi_end_io = csvfs_dio_bio_end_io;
 	if (csvfs_block_redirected(cb->sbi)) {

@@ -191,6 +191,7 @@ static ssize_t csvfs_read_req(struct inode *inode, u64 open_id, loff_t pos,
 	struct csvfs_args args = { .cmd = CSVFS_CMD_READ };
 	struct csvfs_out_arg *data;
 	u64 offset = pos, length = len;
+	ktime_t start;
 	int ret;
 
 	csvfs_in(&args, CSVFS_A_FH, CSVFS_I(inode)->fh.size,
@@ -200,9 +201,12 @@ static ssize_t csvfs_read_req(struct inode *inode, u64 open_id, loff_t pos,
 	csvfs_in(&args, CSVFS_A_LENGTH, sizeof(length), &length);
 	data = csvfs_out(&args, CSVFS_A_DATA,
 			 CSVFS_OUT_OPTIONAL | CSVFS_OUT_VARLEN, len, buf);
+	start = ktime_get();
 	ret = csvfs_sb_request(inode->i_sb, &args);
 	if (ret)
 		return ret;
+	csvfs_count(CSVFS_SB(inode->i_sb), CSVFS_PATH_FILE, false, data->len,
+		    start);
 	return data->len;
 }
 
@@ -214,6 +218,7 @@ static int csvfs_write_req(struct inode *inode, u64 open_id, loff_t pos,
 	struct csvfs_out_arg *attr_out;
 	struct csvfs_attr attr;
 	u64 offset = pos;
+	ktime_t start;
 	int ret;
 
 	csvfs_in(&args, CSVFS_A_FH, CSVFS_I(inode)->fh.size,
@@ -223,9 +228,11 @@ static int csvfs_write_req(struct inode *inode, u64 open_id, loff_t pos,
 	csvfs_in(&args, CSVFS_A_DATA, len, buf);
 	attr_out = csvfs_out(&args, CSVFS_A_ATTR, CSVFS_OUT_OPTIONAL,
 			     sizeof(attr), &attr);
+	start = ktime_get();
 	ret = csvfs_sb_request(inode->i_sb, &args);
 	if (ret)
 		return ret;
+	csvfs_count(CSVFS_SB(inode->i_sb), CSVFS_PATH_FILE, true, len, start);
 	if (attr_out->present && !((inode->i_mode ^ attr.mode) & S_IFMT)) {
 		csvfs_set_attr(inode, &attr);
 	} else {
@@ -282,6 +289,7 @@ static ssize_t csvfs_redirected_read(struct kiocb *iocb, struct iov_iter *to)
 static ssize_t csvfs_cached_read(struct kiocb *iocb, struct iov_iter *to)
 {
 	struct inode *inode = file_inode(iocb->ki_filp);
+	ktime_t start = ktime_get();
 	ssize_t ret;
 
 	/* attributes as fresh as for an uncached read: attr_timeout */
@@ -289,6 +297,9 @@ static ssize_t csvfs_cached_read(struct kiocb *iocb, struct iov_iter *to)
 	if (!ret)
 		ret = generic_file_read_iter(iocb, to);
 	csvfs_lease_read_end(inode);
+	if (ret > 0)
+		csvfs_count(CSVFS_SB(inode->i_sb), CSVFS_PATH_CACHED, false,
+			    ret, start);
 	return ret;
 }
 

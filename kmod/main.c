@@ -27,15 +27,17 @@ static int __init csvfs_init(void)
 	ret = csvfs_netlink_init();
 	if (ret)
 		goto out_request;
+	csvfs_stats_init();
 	ret = register_filesystem(&csvfs_fs_type);
 	if (ret)
-		goto out_netlink;
+		goto out_stats;
 
 	pr_info("version %s, abi %d, genl family \"%s\"\n", CSVFS_VERSION,
 		CSVFS_ABI_VERSION, CSVFS_GENL_NAME);
 	return 0;
 
-out_netlink:
+out_stats:
+	csvfs_stats_exit();
 	csvfs_netlink_exit();
 out_request:
 	csvfs_request_exit();
@@ -51,6 +53,7 @@ out_cache:
 static void __exit csvfs_exit(void)
 {
 	unregister_filesystem(&csvfs_fs_type);
+	csvfs_stats_exit();
 	csvfs_netlink_exit();
 	csvfs_request_exit();
 	csvfs_direct_exit();

@@ -303,6 +303,7 @@ static void csvfs_kill_sb(struct super_block *sb)
 	kill_anon_super(sb);	/* writes back and evicts every inode */
 	if (!sbi)
 		return;
+	csvfs_stats_remove(sbi);
 	csvfs_sb_unregister(sbi);
 	if (sbi->mounted)
 		csvfs_unmount_req(sbi);
@@ -401,7 +402,6 @@ static int csvfs_get_tree(struct fs_context *fc)
 	sbi->redirect = ctx->redirect;
 	sbi->io_mode = CSVFS_IO_DIRECT;
 	sbi->path_failed_until = jiffies;
-	atomic64_set(&sbi->redirected_bios, 0);
 	sbi->device = kstrdup(fc->source, GFP_KERNEL);
 	if (!sbi->device) {
 		csvfs_sbi_free(sbi);
@@ -426,6 +426,7 @@ static int csvfs_get_tree(struct fs_context *fc)
 		return ret;
 	}
 	sb->s_flags |= SB_ACTIVE;
+	csvfs_stats_add(CSVFS_SB(sb));
 	fc->root = dget(sb->s_root);
 	return 0;
 }

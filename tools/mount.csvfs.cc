@@ -238,14 +238,18 @@ int main(int argc, char** argv) {
     return Die(kMountFailed, "this node does not see the device of volume " + volume +
                                  " (filesystem UUID " + r.value("uuid", std::string()) +
                                  "): check its storage path (lsblk -f)");
-  if (pos.size() < 2) {
+  // The default mount point is created (also when fstab names it: at boot
+  // /ClusterStorage may not exist yet); any other must exist.
+  if (dir == "/ClusterStorage/" + volume) {
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
     if (ec) return Die(kMountFailed, "cannot create " + dir + ": " + ec.message());
   }
   struct stat st {};
-  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-    return Die(kMountFailed, "mount point " + dir + " is not a directory");
+  if (stat(dir.c_str(), &st) != 0)
+    return Die(kMountFailed, "mount point " + dir + " does not exist: mkdir -p " + dir +
+                                 " (or use the default, /ClusterStorage/" + volume + ")");
+  if (!S_ISDIR(st.st_mode)) return Die(kMountFailed, "mount point " + dir + " is not a directory");
   // csvfs mounts a volume once per node (the kernel refuses a second
   // superblock with EINVAL): say so instead of "bad option".
   if (std::string at = MountPointOf(volume); !at.empty())

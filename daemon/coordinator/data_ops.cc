@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -51,10 +52,12 @@ int64_t FullPread(int fd, uint8_t* buf, uint64_t len, uint64_t off) {
   return static_cast<int64_t>(done);
 }
 
-int FullPwrite(int fd, const uint8_t* buf, uint64_t len, uint64_t off) {
+// rwf: pwritev2 flags (RWF_DSYNC).
+int FullPwrite(int fd, const uint8_t* buf, uint64_t len, uint64_t off, int rwf = 0) {
   uint64_t done = 0;
   while (done < len) {
-    ssize_t n = ::pwrite(fd, buf + done, len - done, static_cast<off_t>(off + done));
+    iovec iov{const_cast<uint8_t*>(buf + done), len - done};
+    ssize_t n = ::pwritev2(fd, &iov, 1, static_cast<off_t>(off + done), rwf);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return LastError();
     if (n == 0) return -EIO;
@@ -210,7 +213,12 @@ int ServiceImpl::WriteFile(const OpenFile& f, uint64_t off, std::span<const uint
     AlignedBuffer buf(data.size());
     if (!buf.data) return -ENOMEM;
     std::memcpy(buf.data, data.data(), data.size());
-    return FullPwrite(f.fd.get(), buf.data, data.size(), off);
+    // RWF_DSYNC: a write that allocates or extends the file is answered
+    // only once the lower filesystem's log holds the change, so that a
+    // coordinator that dies next loses nothing a node was told is written
+    // (the node's application sees no failover). An overwrite of written
+    // blocks needs no log force, only the device's cache flush.
+    return FullPwrite(f.fd.get(), buf.data, data.size(), off, RWF_DSYNC);
   }
   UniqueFd buffered;
   if (int err = fs_->Open(f.key, O_WRONLY, &buffered)) return err;
@@ -317,6 +325,8 @@ int ServiceImpl::Fallocate(Call& c) {
   }
   if (::fallocate(fd.get(), mode, static_cast<off_t>(off), static_cast<off_t>(len)) != 0)
     return LastError();
+  // Durable before the answer, like every change a node is told about.
+  if (::fdatasync(fd.get()) != 0) return LastError();
   return PutAttr(c, fd.get());
 }
 
@@ -350,6 +360,9 @@ int ServiceImpl::Truncate(const FileKey& key, const struct stat& st, uint64_t si
     RecallLayouts(key, {size / 512 * 512, kToEof}, node);
   }
   if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) return LastError();
+  // The new size is durable before the answer (a coordinator crash must
+  // not undo what a node was told; fdatasync writes a size change).
+  if (::fdatasync(fd.get()) != 0) return LastError();
   return 0;
 }
 

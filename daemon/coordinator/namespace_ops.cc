@@ -69,7 +69,16 @@ int ServiceImpl::Setattr(Call& c) {
     if (int err = Truncate(key, st, sa->size, c.node)) return err;
   }
   if (int err = SetOwnerModeTimes(fd.get(), st, *sa)) return err;
+  if (int err = SyncInode(key, st)) return err;
   return PutAttr(c, fd.get());
+}
+
+int ServiceImpl::SyncInode(const FileKey& key, const struct stat& st) {
+  if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) return 0;
+  UniqueFd fd;
+  if (int err = fs_->Open(key, S_ISDIR(st.st_mode) ? O_RDONLY | O_DIRECTORY : O_RDONLY, &fd))
+    return err;
+  return ::fsync(fd.get()) == 0 ? 0 : LastError();
 }
 
 // Owner before mode (chown clears set-id bits), times last. CTIME cannot

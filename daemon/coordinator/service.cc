@@ -83,7 +83,12 @@ void ServiceImpl::Close() {
 void ServiceImpl::ForgetNode(uint32_t node) {
   std::lock_guard lock(mu_);
   std::erase_if(opens_, [node](const auto& kv) { return kv.second->node == node; });
-  layouts_.ForgetNode(node);
+  // Its layouts stay: until its lease has run out it may still write with
+  // them, so freeing their blocks must still recall them (a recall to a
+  // node that is gone ends after call_timeout_ms, longer than any lease,
+  // and then drops them). And a block-redirected write it held across a
+  // partition is still accepted when it comes back, if no block of that
+  // layout was freed meanwhile (the lab partition test saw -EPERM there).
   leases_.ForgetNode(node);
   locks_.ForgetNode(node);
 }

@@ -50,7 +50,8 @@ class Service {
   // The root directory's file handle (packed struct csvfs_fh) and attributes.
   virtual std::vector<uint8_t> RootHandle() const = 0;
 
-  // A node left the cluster: drop its opens, layouts and leases.
+  // A node left the cluster: drop its opens, leases and locks (its layouts
+  // stay until recalled or returned; see ServiceImpl::ForgetNode).
   virtual void ForgetNode(uint32_t node) = 0;
 
   // Flushes and unmounts the lower filesystem (planned move, shutdown).

@@ -77,6 +77,9 @@ class ServiceImpl final : public Service {
   int Getattr(Call& c);
   int Setattr(Call& c);
   int SetOwnerModeTimes(int fd, const struct stat& st, const csvfs_setattr& sa);
+  // fsync of a regular file or directory (others: nothing to do here), so
+  // that an answered change survives a coordinator crash.
+  int SyncInode(const FileKey& key, const struct stat& st);
   int Create(Call& c);
   int CreateOpen(int dirfd, const std::string& name, int flags, mode_t mode, UniqueFd* fd,
                  bool* created);

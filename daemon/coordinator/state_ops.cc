@@ -141,6 +141,7 @@ int ServiceImpl::LayoutCommit(Call& c) {
   times.valid &=
       CSVFS_SETATTR_ATIME | CSVFS_SETATTR_MTIME | CSVFS_SETATTR_ATIME_NOW | CSVFS_SETATTR_MTIME_NOW;
   if (int err = SetOwnerModeTimes(path.get(), st, times)) return err;
+  if (int err = SyncInode(key, st)) return err;
   return PutAttr(c, path.get());
 }
 

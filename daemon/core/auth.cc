@@ -5,6 +5,8 @@
 #include <openssl/rand.h>
 #include <sys/stat.h>
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 
@@ -13,7 +15,8 @@ namespace csv::core {
 std::optional<std::vector<uint8_t>> LoadClusterKey(const std::string& path, std::string* error) {
   struct stat st {};
   if (stat(path.c_str(), &st) != 0) {
-    *error = "cannot read the cluster key " + path;
+    *error = "cannot read the cluster key " + path + ": " + std::strerror(errno) +
+             " (csvctl keygen on one node, then copy it to the same path on every node)";
     return std::nullopt;
   }
   if (st.st_mode & (S_IRWXG | S_IRWXO)) {

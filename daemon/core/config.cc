@@ -1,6 +1,8 @@
 #include "core/config.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -9,12 +11,14 @@ namespace csv::core {
 bool LoadConfig(const std::string& path, Config* c, std::string* error) {
   std::ifstream in(path);
   if (!in) {
-    *error = "cannot read " + path;
+    *error = "cannot read " + path + ": " + std::strerror(errno) +
+             " (write it as docs/operations.md shows, with \"nodes\" at least, or pass --config "
+             "FILE)";
     return false;
   }
   nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
   if (j.is_discarded() || !j.is_object()) {
-    *error = path + " is not a JSON object";
+    *error = path + " is not a JSON object (see docs/operations.md for the format)";
     return false;
   }
   try {

@@ -10,10 +10,17 @@
 
 namespace csv::core {
 
+// The packaged locations (tools/csvd.service, docs/operations.md). The
+// legacy ones are read, with a warning, when the new ones do not exist.
+inline constexpr const char* kDefaultConfigPath = "/etc/csv/csvd.conf";
+inline constexpr const char* kDefaultKeyPath = "/etc/csv/cluster.key";
+inline constexpr const char* kLegacyConfigPath = "/etc/csvfs/csvd.json";
+inline constexpr const char* kLegacyKeyPath = "/etc/csvfs/cluster.key";
+
 struct Config {
   NodeId node_id = kNoNode;        // kNoNode: Corosync's local node id
   std::vector<PeerAddress> nodes;  // every node of the cluster, with its address
-  std::string key_file = "/etc/csvfs/cluster.key";
+  std::string key_file = kDefaultKeyPath;
   std::string state_dir = "/var/lib/csvd";
   std::string run_dir = "/run/csvd";
   std::string control_socket;  // default run_dir/control.sock

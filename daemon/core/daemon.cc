@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <sstream>
 #include <thread>
 
 #include "core/auth.h"
@@ -39,6 +40,8 @@ const char* ModeName(uint32_t m) {
       return "FileRedirected";
     case CSVFS_IO_PAUSED:
       return "Paused";
+    case kIoNotMounted:
+      return "not mounted";
   }
   return "?";
 }
@@ -832,12 +835,17 @@ void Daemon::OnKernelMessage(abi::Message m) {
       return;
     }
     case CSVFS_CMD_UNMOUNT:
-      if (auto sb = m.GetU32(CSVFS_A_SB_ID)) sb_volumes_.erase(*sb);
+      if (auto sb = m.GetU32(CSVFS_A_SB_ID)) {
+        if (auto it = sb_volumes_.find(*sb); it != sb_volumes_.end())
+          kernel_took_.erase(it->second);
+        sb_volumes_.erase(*sb);
+      }
       reply_to_kernel(abi::MakeReply(m, 0));
       return;
     case CSVFS_CMD_MOUNT:
       sb_volumes_[*m.GetU32(CSVFS_A_SB_ID)] = std::string(*m.GetString(CSVFS_A_VOLUME));
       kernel_pushed_.erase(std::string(*m.GetString(CSVFS_A_VOLUME)));
+      kernel_took_.erase(std::string(*m.GetString(CSVFS_A_VOLUME)));
       break;
     case CSVFS_CMD_REPLY: {
       auto it = kernel_calls_.find(m.req_id());
@@ -881,6 +889,7 @@ void Daemon::PushKernelState(bool renew) {
   // hung daemon renews nothing (the kernel's deadline passes).
   const bool lease = synced_ && local_quorate_ && state_.quorate();
   if (renew) last_lease_push_ = Clock::now();
+  std::set<std::string> failed;
   for (const auto& [sb, name] : sb_volumes_) {
     const VolumeState* v = state_.volume(name);
     if (!v) continue;
@@ -896,8 +905,65 @@ void Daemon::PushKernelState(bool renew) {
         .PutU32(CSVFS_A_IO_MODE, mode)
         .PutU32(CSVFS_A_MODE_REASON, reason)
         .PutU32(CSVFS_A_LEASE_MS, lease ? static_cast<uint32_t>(config_.lease_ms) : 0);
-    kernel_->Send(m);
+    // A generic netlink request runs its handler inside sendmsg(): once
+    // Send() returned, the kernel has switched (csvfs_volume_state).
+    if (kernel_->Send(m) && !failed.count(name)) {
+      kernel_took_[name] = KernelMode{v->epoch, mode};
+    } else {
+      failed.insert(name);
+      kernel_took_.erase(name);
+      kernel_pushed_.erase(name);  // try again at the next push
+    }
   }
+  PublishKernelModes();
+}
+
+static_assert(CSVFS_IO_PAUSED + 1 == kIoModeCount, "kIoModeCount follows the uapi CSVFS_IO_*");
+
+std::optional<KernelMode> Daemon::LocalKernelMode(const std::string& volume) const {
+  bool mounted = std::any_of(sb_volumes_.begin(), sb_volumes_.end(),
+                             [&](const auto& e) { return e.second == volume; });
+  if (!mounted) return KernelMode{0, kIoNotMounted};
+  auto it = kernel_took_.find(volume);
+  if (it == kernel_took_.end()) return std::nullopt;
+  return it->second;
+}
+
+void Daemon::PublishKernelModes() {
+  if (!synced_) return;
+  auto now = Clock::now();
+  for (const auto& [name, v] : state_.volumes()) {
+    auto mine = LocalKernelMode(name);
+    if (!mine) continue;
+    const KernelMode* published = state_.KernelModeOf(self_, name);
+    if (published && *published == *mine) continue;
+    Local& l = locals_[name];
+    if (l.last_kmode_value == *mine && now - l.last_kmode_sent < kRebroadcast) continue;
+    l.last_kmode_value = *mine;
+    l.last_kmode_sent = now;
+    StateMsg m;
+    m.type = MsgType::kKernelMode;
+    m.volume = name;
+    m.epoch = mine->epoch;
+    m.io_mode = mine->io_mode;
+    Broadcast(m);
+  }
+}
+
+std::string Daemon::NotRedirectedYet(const VolumeState& v) const {
+  std::string out;
+  for (NodeId n : state_.members()) {
+    const KernelMode* k = state_.KernelModeOf(n, v.name);
+    if (k && (k->io_mode == kIoNotMounted ||
+              (k->io_mode == CSVFS_IO_FILE_REDIRECTED && k->epoch == v.epoch)))
+      continue;
+    if (!out.empty()) out += ", ";
+    out += "node " + std::to_string(n) + " (";
+    out += k ? std::string(ModeName(k->io_mode)) + " at epoch " + std::to_string(k->epoch)
+             : std::string("no report yet");
+    out += ")";
+  }
+  return out;
 }
 
 std::pair<uint32_t, uint32_t> Daemon::IoMode(NodeId node, const VolumeState& v) const {
@@ -995,6 +1061,7 @@ void Daemon::ProbeTick() {
     unsynced_since_ = now;
     Broadcast(state_.Snapshot());
   }
+  PublishKernelModes();
   CheckControlWaits();
   ExpireKernelCalls();
   for (auto& [name, l] : locals_) {
@@ -1168,6 +1235,11 @@ json Daemon::HandleControl(const json& req, std::function<void(json)> later, boo
     if (v->backup != self_)
       return fail("no backup of " + vname + " in progress on this node (csvctl backup begin " +
                   vname + " first)");
+    // Direct writes would bypass the frozen filesystem: every node's kernel
+    // must have switched to FileRedirected first.
+    if (std::string late = NotRedirectedYet(*v); !late.empty())
+      return fail("not every node's kernel has confirmed FileRedirected for " + vname +
+                  " yet: " + late + "; wait (csvctl backup begin waits), or check csvd there");
     return Freeze(vname, req.value("timeout_s", 300), std::move(later), deferred);
   }
   StateMsg m;
@@ -1279,7 +1351,12 @@ json Daemon::Status() const {
            {"reason", ReasonName(reason)},
            {"lease",
             (n == self_ ? local_quorate_ : true) && state_.quorate() ? "valid" : "expired"}});
+      // What the node's kernel confirmed (kKernelMode), for backup begin.
+      const KernelMode* k = state_.KernelModeOf(n, name);
+      per.back()["kernel_mode"] = k ? ModeName(k->io_mode) : "unknown";
+      per.back()["kernel_epoch"] = k ? k->epoch : 0;
     }
+    jv["kernels_not_redirected"] = NotRedirectedYet(v);
     jv["nodes"] = per;
     vols.push_back(jv);
   }
@@ -1306,6 +1383,28 @@ json Daemon::Status() const {
 
 namespace csv::core {
 
+namespace {
+
+// The module's counters of one mount, /proc/fs/csvfs/<sb> (kmod/stats.c):
+// "stat <path> <read|write> <ops> <bytes> <ns>" lines become
+// {path: {read|write: {ops, bytes, avg_us}}}; null without the file.
+json KernelStats(uint32_t sb) {
+  std::ifstream in("/proc/fs/csvfs/" + std::to_string(sb));
+  if (!in) return nullptr;
+  json out = json::object();
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream words(line);
+    std::string tag, path, op;
+    uint64_t ops = 0, bytes = 0, ns = 0;
+    if (!(words >> tag >> path >> op >> ops >> bytes >> ns) || tag != "stat") continue;
+    out[path][op] = {{"ops", ops}, {"bytes", bytes}, {"avg_us", ops ? ns / ops / 1000 : 0}};
+  }
+  return out;
+}
+
+}  // namespace
+
 json Daemon::Stats() const {
   json vols = json::array();
   for (const auto& [name, v] : state_.volumes()) {
@@ -1324,6 +1423,9 @@ json Daemon::Stats() const {
                     {"block_redirected_bytes", c.block_bytes},
                     {"layout_ops", c.layouts},
                     {"served_for_peers", c.served_for_peers}});
+    // Direct and cached I/O never pass through csvd: the module counts them.
+    for (const auto& [sb, volume] : sb_volumes_)
+      if (volume == name) vols.back()["kernel"] = KernelStats(sb);
   }
   json out = Status();
   return {{"ok", true}, {"node", self_}, {"volumes", vols}, {"counters", out["counters"]}};

@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <shared_mutex>
 #include <string>
@@ -66,6 +67,9 @@ class Daemon {
     bool frozen = false;
     bool freezing = false;
     Clock::time_point frozen_until{};
+    // The kernel mode last published (kKernelMode) and when.
+    KernelMode last_kmode_value{};
+    Clock::time_point last_kmode_sent{};
   };
 
   // Requests of local clients per volume, by data path (csvctl stats).
@@ -130,6 +134,15 @@ class Daemon {
   bool StartControl(std::string* error);
   void OnKernelMessage(abi::Message m);
   void PushKernelState(bool renew = false);
+  // Publishes (kKernelMode) what this node's kernel took for each volume
+  // when the replicated view differs from it.
+  void PublishKernelModes();
+  // What this node's kernel runs for `volume`: not mounted, the last
+  // VOLUME_STATE it took, or nullopt (mounted, nothing delivered yet).
+  std::optional<KernelMode> LocalKernelMode(const std::string& volume) const;
+  // Members whose kernel has not confirmed FileRedirected at v's epoch
+  // (or has no mount), as "node N (its report)"; empty when all did.
+  std::string NotRedirectedYet(const VolumeState& v) const;
   nlohmann::json HandleControl(const nlohmann::json& req, std::function<void(nlohmann::json)> later,
                                bool* deferred);
   nlohmann::json Status() const;
@@ -189,6 +202,9 @@ class Daemon {
   std::map<uint64_t, KernelCall> kernel_calls_;
   uint64_t next_kernel_call_ = 1ULL << 62;  // apart from VOLUME_STATE ids
   std::map<std::string, std::tuple<uint64_t, uint32_t, uint32_t>> kernel_pushed_;
+  // Per volume: the epoch and I/O mode the kernel took (VOLUME_STATE sent
+  // to every superblock of it; genl runs the handler within the send).
+  std::map<std::string, KernelMode> kernel_took_;
   std::unique_ptr<asio::local::stream_protocol::acceptor> test_acceptor_;
   std::unique_ptr<asio::local::stream_protocol::acceptor> control_acceptor_;
   bool stopping_ = false;

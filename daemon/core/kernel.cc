@@ -4,10 +4,16 @@
 #include <netlink/genl/genl.h>
 #include <netlink/msg.h>
 #include <netlink/netlink.h>
+#include <sys/socket.h>
 
 #include "core/log.h"
 
 namespace csv::core {
+
+namespace {
+constexpr int kReceiveBuffer = 8 << 20;  // ~128 queued 32 KiB data messages
+constexpr int kReceiveBatch = 64;        // messages read per wake-up
+}  // namespace
 
 KernelChannel::KernelChannel(boost::asio::io_context& io, OnRequest on_request)
     : io_(io), on_request_(std::move(on_request)), retry_(io) {}
@@ -42,6 +48,12 @@ bool KernelChannel::TryConnect() {
   nl_socket_disable_auto_ack(sk);
   nl_socket_modify_cb(sk, NL_CB_VALID, NL_CB_CUSTOM, &KernelChannel::OnValid, this);
   nl_socket_set_nonblocking(sk);
+  // The module sends without blocking: a full receive buffer costs the
+  // request a 100 ms re-send (docs/benchmarks.md). The default 208 KiB holds
+  // three 32 KiB data messages; csvd runs as root, so force a larger one.
+  const int rcvbuf = kReceiveBuffer;
+  if (setsockopt(nl_socket_get_fd(sk), SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) != 0)
+    nl_socket_set_buffer_size(sk, kReceiveBuffer, 0);  // capped by net.core.rmem_max
   sock_ = sk;
   family_ = family;
   abi::Message hello(CSVFS_CMD_HELLO);
@@ -64,7 +76,11 @@ void KernelChannel::Wait() {
   fd_->async_wait(boost::asio::posix::stream_descriptor::wait_read,
                   [this](boost::system::error_code ec) {
                     if (ec || !sock_) return;
-                    int err = nl_recvmsgs_default(sock_);
+                    // Drain what is queued (bounded, so the loop's other
+                    // work is not starved), not one message per wake-up.
+                    int err = 0;
+                    for (int i = 0; i < kReceiveBatch && sock_ && err >= 0; ++i)
+                      err = nl_recvmsgs_default(sock_);
                     if (err < 0 && err != -NLE_AGAIN)
                       LOG(kWarning) << "netlink receive: " << nl_geterror(err);
                     if (sock_) Wait();

@@ -127,6 +127,7 @@ std::vector<uint8_t> EncodeStateMsg(const StateMsg& m) {
       body.U32(m.node);
       body.U64(m.epoch);
       body.U8(m.healthy ? 1 : 0);
+      if (m.type == MsgType::kKernelMode) body.U32(m.io_mode);
       break;
   }
   Writer w;
@@ -191,6 +192,9 @@ bool DecodeStateMsg(std::span<const uint8_t> bytes, StateMsg* out, std::string* 
         !r.U32(&m.node) || !r.U64(&m.epoch) || !r.U8(&flag) || flag > 1)
       return fail("truncated or malformed body");
     m.healthy = flag;
+    if (m.type == MsgType::kKernelMode &&
+        (!r.U32(&m.io_mode) || (m.io_mode >= kIoModeCount && m.io_mode != kIoNotMounted)))
+      return fail("truncated or malformed I/O mode");
   }
   if (r.left() != 0) return fail("bytes left over");
   *out = std::move(m);
@@ -208,6 +212,11 @@ bool ClusterState::PathHealthy(NodeId node, const std::string& volume) const {
 
 bool ClusterState::OpenFailed(NodeId node, const std::string& volume) const {
   return open_failed_.count({node, volume}) > 0;
+}
+
+const KernelMode* ClusterState::KernelModeOf(NodeId node, const std::string& volume) const {
+  auto it = kernel_modes_.find({node, volume});
+  return it == kernel_modes_.end() ? nullptr : &it->second;
 }
 
 bool ClusterState::IsMember(NodeId node) const {
@@ -260,6 +269,7 @@ ApplyResult ClusterState::OnMembership(std::vector<NodeId> members) {
   // mount gets another chance on every membership change.
   std::erase_if(healthy_paths_, [this](const NodeVolume& p) { return !IsMember(p.first); });
   open_failed_.clear();
+  kernel_modes_.clear();  // every member reports again
   for (auto& [name, v] : volumes_) {
     std::erase_if(v.holders, [this](NodeId n) { return !IsMember(n); });
     if (v.backup != kNoNode && !IsMember(v.backup)) v.backup = kNoNode;  // its backup ended
@@ -304,6 +314,7 @@ ApplyResult ClusterState::Apply(NodeId sender, const StateMsg& m) {
       volumes_.erase(it);
       std::erase_if(healthy_paths_, [&m](const NodeVolume& p) { return p.second == m.volume; });
       std::erase_if(open_failed_, [&m](const NodeVolume& p) { return p.second == m.volume; });
+      std::erase_if(kernel_modes_, [&m](const auto& e) { return e.first.second == m.volume; });
       return result;
     case MsgType::kPath:
       if (m.healthy) {
@@ -378,6 +389,9 @@ ApplyResult ClusterState::Apply(NodeId sender, const StateMsg& m) {
       SetCoordinator(v, m.node, &result);
       return result;
     }
+    case MsgType::kKernelMode:
+      if (v) kernel_modes_[{sender, m.volume}] = KernelMode{m.epoch, m.io_mode};
+      return result;
     case MsgType::kMax:
       result.error = "bad type";
       return result;
@@ -393,6 +407,7 @@ ApplyResult ClusterState::Adopt(const StateMsg& sync) {
   for (const auto& v : sync.volumes) volumes_[v.name] = v;
   healthy_paths_ = sync.healthy_paths;
   open_failed_ = sync.open_failed;
+  kernel_modes_.clear();  // not in the snapshot: every member reports again
   // The snapshot was taken before the membership that delivered it.
   std::erase_if(healthy_paths_, [this](const NodeVolume& p) { return !IsMember(p.first); });
   for (auto& [name, v] : volumes_)

@@ -33,6 +33,10 @@ using Uuid = std::array<uint8_t, 16>;
 inline constexpr uint32_t kStateMagic = 0x53565343;  // "CSVS" little-endian
 inline constexpr uint16_t kStateVersion = 2;         // 2: redirect, backup
 inline constexpr size_t kMaxStateMessage = 1 << 20;
+// kKernelMode: CSVFS_IO_* values are below kIoModeCount (daemon.cc checks it
+// against the uapi header); kIoNotMounted says the sender has no mount.
+inline constexpr uint32_t kIoModeCount = 4;
+inline constexpr uint32_t kIoNotMounted = 0xff;
 
 struct VolumeState {
   std::string name;
@@ -59,6 +63,8 @@ enum class MsgType : uint16_t {
   kOpenFailed,    // volume, epoch: the sender could not mount it
   kRedirect,      // volume, healthy = on/off: maintenance (file-system redirected)
   kBackup,        // volume, node = the backup node (kNoNode: backup ended)
+  kKernelMode,    // volume, epoch, io_mode: what the sender's kernel was told
+                  // and took (io_mode kIoNotMounted: no mount of it there)
   kMax
 };
 
@@ -72,6 +78,7 @@ struct StateMsg {
   NodeId node = kNoNode;
   uint64_t epoch = 0;
   bool healthy = false;
+  uint32_t io_mode = 0;  // kKernelMode only (after the common body on the wire)
   // kSync only.
   std::vector<VolumeState> volumes;
   std::set<NodeVolume> healthy_paths;
@@ -95,6 +102,15 @@ struct ApplyResult {
   std::string error;  // why a control message (add, remove, move) was refused
 };
 
+// The I/O mode a node's kernel confirmed for a volume (kKernelMode). Not
+// part of the sync: cleared on every membership change and sync, and sent
+// again by every member (so all members hold the same reports).
+struct KernelMode {
+  uint64_t epoch = 0;
+  uint32_t io_mode = kIoNotMounted;
+  bool operator==(const KernelMode&) const = default;
+};
+
 class ClusterState {
  public:
   // expected_nodes: votes of the whole cluster (one per configured node).
@@ -113,6 +129,8 @@ class ClusterState {
   const VolumeState* volume(const std::string& name) const;
   bool PathHealthy(NodeId node, const std::string& volume) const;
   bool OpenFailed(NodeId node, const std::string& volume) const;
+  // nullptr: the node has not reported since the last membership change.
+  const KernelMode* KernelModeOf(NodeId node, const std::string& volume) const;
   bool IsMember(NodeId node) const;
   ElectionInput InputFor(const VolumeState& v) const;
 
@@ -128,6 +146,7 @@ class ClusterState {
   std::map<std::string, VolumeState> volumes_;
   std::set<NodeVolume> healthy_paths_;
   std::set<NodeVolume> open_failed_;
+  std::map<NodeVolume, KernelMode> kernel_modes_;
 };
 
 }  // namespace csv::core

@@ -177,6 +177,39 @@ TEST(StateTest, BackupMovesTheRoleToTheBackupNode) {
   EXPECT_EQ(s.volume("V1")->backup, kNoNode) << "a backup node that left ends its backup";
 }
 
+TEST(StateTest, KernelModeReportsAreClearedOnMembershipAndSync) {
+  ClusterState s = ThreeNodes();
+  StateMsg k = Msg(MsgType::kKernelMode, "V1", 0, 7);
+  k.io_mode = 2;
+  s.Apply(2, k);
+  ASSERT_NE(s.KernelModeOf(2, "V1"), nullptr);
+  EXPECT_EQ(s.KernelModeOf(2, "V1")->epoch, 7u);
+  EXPECT_EQ(s.KernelModeOf(2, "V1")->io_mode, 2u);
+  EXPECT_EQ(s.KernelModeOf(3, "V1"), nullptr) << "node 3 has not reported";
+  s.Apply(2, Msg(MsgType::kKernelMode, "nope", 0, 7));
+  EXPECT_EQ(s.KernelModeOf(2, "nope"), nullptr) << "no report for an unknown volume";
+  s.OnMembership({1, 2});
+  EXPECT_EQ(s.KernelModeOf(2, "V1"), nullptr) << "every member reports again";
+  s.Apply(2, k);
+  s.Adopt(s.Snapshot());
+  EXPECT_EQ(s.KernelModeOf(2, "V1"), nullptr) << "not carried by a sync";
+}
+
+TEST(StateWireTest, KernelModeRoundTripAndBounds) {
+  StateMsg m = Msg(MsgType::kKernelMode, "V1", 0, 9);
+  m.io_mode = kIoNotMounted;
+  StateMsg d;
+  std::string error;
+  ASSERT_TRUE(DecodeStateMsg(EncodeStateMsg(m), &d, &error)) << error;
+  EXPECT_EQ(d.io_mode, kIoNotMounted);
+  EXPECT_EQ(d.epoch, 9u);
+  m.io_mode = kIoModeCount;  // not a mode
+  EXPECT_FALSE(DecodeStateMsg(EncodeStateMsg(m), &d, &error));
+  auto wire = EncodeStateMsg(Msg(MsgType::kKernelMode, "V1", 0, 9));
+  for (size_t n = 0; n < wire.size(); ++n)
+    EXPECT_FALSE(DecodeStateMsg(std::span(wire.data(), n), &d, &error)) << n;
+}
+
 // Volumes without a preferred owner, every path healthy.
 ClusterState Volumes(std::vector<std::string> names) {
   ClusterState s(3);

@@ -132,6 +132,16 @@ def fio_ok(lab, node, args, timeout=900):
     return data
 
 
+def kernel_ops(lab, node, path, op):
+    """csvfs.ko's count of `op` (read/write) I/Os by `path` (direct, block,
+    file, cached) on node's mount, as `csvctl stats --json` reports it."""
+    st = json.loads(sh(lab, node, f"{CTL} stats --json", timeout=30))
+    for v in st["volumes"]:
+        if v["name"] == VOL:
+            return v["kernel"][path][op]["ops"]
+    raise AssertionError(f"{VOL} not in csvctl stats on {node}: {st}")
+
+
 def dmesg_count(lab, node, pattern):
     return int(sh(lab, node, f"dmesg | grep -c '{pattern}' || true").strip() or 0)
 
@@ -152,6 +162,8 @@ VERIFY = "--direct=1 --verify=crc32c --verify_fatal=1 --do_verify=1"
 def test_write_node2_verify_node3(cluster):
     lab = cluster
     sh(lab, "node2", f"dd if=/dev/zero of={MNT}/f1 bs=1M count=64 oflag=direct status=none")
+    direct_before = kernel_ops(lab, "node2", "direct", "write")
+    block_before = kernel_ops(lab, "node2", "block", "write")
     for rw, bs in (("randwrite", "4k"), ("write", "1M")):
         fio_ok(lab, "node2", f"--name=w --filename={MNT}/f1 --size=64M --rw={rw} --bs={bs} "
                              f"--ioengine=libaio --iodepth=16 {VERIFY} --verify_state_save=0")
@@ -160,6 +172,8 @@ def test_write_node2_verify_node3(cluster):
                              f"--ioengine=libaio --iodepth=16 {VERIFY} --verify_only")
     # direct, not redirected: node2 did its I/O through the device
     assert dmesg_count(lab, "node2", "redirecting") == 0
+    assert kernel_ops(lab, "node2", "direct", "write") > direct_before
+    assert kernel_ops(lab, "node2", "block", "write") == block_before
 
 
 def test_concurrent_regions_all_nodes(cluster):
@@ -208,6 +222,7 @@ def test_path_loss_redirects_without_errors(cluster):
     assert "rc=0" in out and '"error" : 0' in out, out[-3000:]
     print(f"path cut -> BlockRedirected seen after {mode_s:.1f}s; heal -> Direct {direct_s:.1f}s")
     assert dmesg_count(lab, "node3", "redirecting") >= 1
+    assert kernel_ops(lab, "node3", "block", "write") > 0
 
 
 def test_recall_on_truncate(cluster):
@@ -298,8 +313,12 @@ def test_lease_break(cluster):
     # cached: the pages stay after close, and a second open keeps them
     assert sh(lab, "node2", f"sha256sum < {f}").split()[0] == old
     assert cached_bytes(lab, "node2", f) == size
+    file_reads = kernel_ops(lab, "node2", "file", "read")
     assert sh(lab, "node2", f"sha256sum < {f}").split()[0] == old
     assert cached_bytes(lab, "node2", f) == size
+    # the second read came from the cache: no READ request went out
+    assert kernel_ops(lab, "node2", "file", "read") == file_reads
+    assert kernel_ops(lab, "node2", "cached", "read") > 0
     # an uncached node for contrast: O_DIRECT reads never fill the cache
     sh(lab, "node1", f"dd if={f} iflag=direct bs=1M status=none | wc -c")
     assert cached_bytes(lab, "node1", f) == 0

@@ -1,6 +1,6 @@
 """csvfs end to end in a 3-node lab: the real csvd and csvfs.ko (issue 5).
 
-Corosync, csvd on every node (/etc/csvfs/csvd.json, cluster key), a fresh
+Corosync, csvd on every node (/etc/csv/csvd.conf, cluster key), a fresh
 XFS volume added with `csvctl volume add Volume1`, mounted with
 `mount -t csvfs -o volume=Volume1 DEV /ClusterStorage/Volume1` on all three
 nodes; node1 coordinates. Then: a tree made on node2 seen identically on

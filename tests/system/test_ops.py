@@ -1,11 +1,17 @@
 """Operating csvfs in a 3-node lab: every csvctl command against the real
 cluster state (table and --json), backup mode with a snapshot command that
-runs while the lower filesystem is frozen, mount.csvfs errors, the OCF agent
-(ocf-tester when installed)."""
+runs while the lower filesystem is frozen and only after every node's kernel
+confirmed FileRedirected, mount.csvfs errors, the OCF agent (ocf-tester when
+installed), Pacemaker + pcs cloning the agent on the three nodes (monitor
+repairs a lost mount, disable/enable), and an /etc/fstab line honoured when
+a node boots (docs/operations.md says how the lab plays systemd's part)."""
 import json
 import os
 import shlex
 import shutil
+import subprocess
+import tempfile
+import time
 
 import pytest
 
@@ -20,6 +26,43 @@ CTL = f"{CSVCTL} --socket /run/csvd/control.sock"
 
 pytestmark = pytest.mark.lab(nodes=3, disk_size="2G")
 
+FSTAB = (f"{DEV}  {MNT}  csvfs  volume={VOL},_netdev,x-systemd.requires=csvd.service,nofail  0 0")
+SERVICE = os.path.join(REPO, "tools", "csvd.service")
+
+
+def timed(what, t0):
+    print(f"\n[timing] {what}: {time.monotonic() - t0:.1f} s", flush=True)
+
+
+def install_tools(lab, node):
+    """csvctl, mount.csvfs (+ umount.csvfs) and the agent where a package puts
+    them, as copies in the guest's overlay: a binary run straight from 9p
+    crashes if it is rebuilt while the guest has it mapped."""
+    build = os.path.join(REPO, "build", "tools")
+    sh(lab, node, f"install -m 755 {build}/csvctl /usr/sbin/csvctl && "
+                  f"install -m 755 {build}/mount.csvfs /sbin/mount.csvfs && "
+                  "ln -sf mount.csvfs /sbin/umount.csvfs && "
+                  f"install -D -m 755 {OCF} /usr/lib/ocf/resource.d/csv/csvfs")
+
+
+def mounted(lab, node, where=MNT):
+    return lab.exec(node, f"grep -q ' {where} csvfs ' /proc/mounts").ok
+
+
+def test_csvd_service_unit_verifies():
+    """systemd-analyze verify of tools/csvd.service (host; csvd need not be installed)."""
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("systemd-analyze not installed")
+    text = open(SERVICE).read()
+    assert "--config /etc/csv/csvd.conf" in text
+    with tempfile.TemporaryDirectory() as d:
+        # verify wants ExecStart to exist: point it at any executable
+        with open(os.path.join(d, "csvd.service"), "w") as f:
+            f.write(text.replace("/usr/sbin/csvd", "/bin/true"))
+        r = subprocess.run(["systemd-analyze", "verify", os.path.join(d, "csvd.service")],
+                           capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "csvd.service" not in r.stderr, r.stderr
+
 
 @pytest.fixture(scope="module")
 def cluster(lab):
@@ -28,6 +71,8 @@ def cluster(lab):
     setup_cluster(lab, mount_nodes=[])
     for n in NODES:  # mount.csvfs, the default mount point
         sh(lab, n, f"{MOUNT} {VOL}")
+    if pacemaker_installed():
+        start_pacemaker(lab)  # for test_pacemaker_clone, started early: slow under TCG
     yield lab
     for n in NODES:
         lab.exec(n, f"umount {MNT}", timeout=60)
@@ -137,6 +182,54 @@ def test_backup_exec_failure_and_move_back(cluster):
     assert out["coordinator"] == 1
 
 
+def test_backup_waits_for_every_kernel(cluster):
+    """backup begin freezes only once every node's kernel took FileRedirected:
+    node2's csvd is stopped (SIGSTOP), so its kernel cannot be told."""
+    lab = cluster
+    assert volume(lab, "node1")["coordinator"] == 1
+    sh(lab, "node1", "rm -f /tmp/ran /tmp/frozen-at /tmp/begin.out")
+    sh(lab, "node2", "kill -STOP $(pidof csvd)")
+    try:
+        t0 = time.monotonic()
+        r = ctl(lab, "node1", f"backup begin {VOL} --confirm-timeout 5 --exec 'touch /tmp/ran'",
+                ok=False)
+        timed("backup begin refused after --confirm-timeout 5", t0)
+        assert r.rc == 4, (r.rc, r.stdout, r.stderr)
+        assert "node 2 (Direct at epoch" in r.stderr and "Nothing was frozen" in r.stderr, r.stderr
+        assert f"csvctl backup end {VOL}" in r.stderr
+        assert lab.exec("node1", "test -e /tmp/ran").rc != 0, "the command ran without the confirm"
+        # csvd itself refuses to freeze before the confirmation
+        r = lab.exec("node1", "echo '{\"cmd\":\"freeze\",\"volume\":\"%s\"}' | "
+                              "socat -t5 - UNIX-CONNECT:/run/csvd/control.sock" % VOL)
+        assert "not every node's kernel has confirmed FileRedirected" in r.stdout, r.stdout
+        # begin again; it waits until node2 is resumed, then freezes
+        lab.spawn("node1", f"{CTL} --json backup begin {VOL} --confirm-timeout 120 "
+                           "--exec 'date +%s.%N > /tmp/frozen-at' > /tmp/begin.out 2>&1; "
+                           "echo rc=$? >> /tmp/begin.out")
+        wait_for(lambda: lab.exec("node1", "pgrep -f 'backup begin'").ok, 30, "begin started")
+        wait_for(lambda: "node 2" in volume(lab, "node1")["kernels_not_redirected"], 30,
+                 "begin waiting for node 2")
+        # Whatever the timing, the freeze cannot come before node2 resumes;
+        # 2 s more make it likely that begin is in its confirm loop by then.
+        time.sleep(2)
+        assert lab.exec("node1", "test -e /tmp/frozen-at").rc != 0
+        resumed = float(sh(lab, "node1", "date +%s.%N"))
+    finally:
+        lab.exec("node2", "kill -CONT $(pidof csvd)")
+    wait_for(lambda: "rc=" in sh(lab, "node1", "cat /tmp/begin.out"), 120, "backup begin")
+    out = sh(lab, "node1", "cat /tmp/begin.out")
+    assert "rc=0" in out, out
+    begun = json.loads(out[:out.rindex("rc=")])
+    assert begun["exec"]["exit_status"] == 0 and begun["exec"]["thawed"]
+    assert {(n["kernel_mode"], n["kernel_epoch"]) for n in begun["nodes"]} == {
+        ("FileRedirected", begun["epoch"])}
+    assert float(sh(lab, "node1", "cat /tmp/frozen-at")) >= resumed
+    ctl(lab, "node1", f"backup end {VOL}")
+    for n in NODES:
+        wait_for(lambda n=n: set(modes(lab, n).values()) == {("Direct", "none")}, 30,
+                 f"Direct on {n} after backup end")
+
+
 def test_stats(cluster):
     lab = cluster
     # Counters are per node (requests of this node's kernel): node3 did the
@@ -161,6 +254,22 @@ def test_errors_and_exit_codes(cluster):
     r = lab.exec("node1", f"{CTL} keygen /tmp/k1 && {CTL} keygen /tmp/k1; echo rc=$?")
     assert "rc=1" in r.stdout and "exists" in r.stderr
     assert sh(lab, "node1", "stat -c '%a %s' /tmp/k1").split() == ["600", "32"]
+    # csvd's config: /etc/csv/csvd.conf; the old /etc/csvfs/csvd.json is read
+    # with a warning (this one fails further on: no cluster key there)
+    r = lab.exec("node1", f"{CSVD} --foreground", timeout=60)
+    assert r.rc == 2 and "cannot read /etc/csv/csvd.conf" in r.stderr, r.stderr
+    assert "docs/operations.md" in r.stderr
+    legacy = {"nodes": [{"id": 1, "addr": "127.0.0.1", "port": 7499}], "group": "csvd-legacy",
+              "kernel": False, "private_mounts": False, "run_dir": "/tmp/legacy",
+              "state_dir": "/tmp/legacy"}
+    sh(lab, "node1", f"mkdir -p /etc/csvfs && echo '{json.dumps(legacy)}' > /etc/csvfs/csvd.json")
+    try:
+        r = lab.exec("node1", f"timeout 20 {CSVD} --foreground", timeout=60)
+        assert "reading /etc/csvfs/csvd.json (deprecated: move it to /etc/csv/csvd.conf)" \
+            in r.stderr, r.stderr
+        assert r.rc != 0 and "/etc/csv/cluster.key" in r.stderr, (r.rc, r.stderr)
+    finally:
+        lab.exec("node1", "rm -rf /etc/csvfs /tmp/legacy")
 
 
 def test_mount_helper_errors(cluster):
@@ -217,3 +326,180 @@ def test_ocf_agent(cluster):
     r = lab.exec("node2", f"PATH={os.path.dirname(MOUNT)}:$PATH ocf-tester -n vol "
                           f"-o volume={VOL} -o directory=/mnt/ocf {OCF}", timeout=300)
     assert r.ok and "passed all tests" in r.stdout, r.stdout + r.stderr
+
+
+# ---- Pacemaker + pcs ---------------------------------------------------------
+#
+# The guests have no init system: pacemakerd is started by hand on the lab's
+# Corosync (the same instance csvd uses; corosync.conf copied to
+# /etc/corosync for pcs), by the cluster fixture so that its slow start under
+# TCG overlaps the other tests. pcs needs no pcsd for resource commands, but
+# one pcs command costs 1-5 min in a TCG guest (Python importing pcs), so the
+# test runs pcs on the host against a copy of the cluster's CIB (`pcs -f`,
+# the agent installed in a private mount namespace so that pcs validates the
+# parameters against its metadata) and pushes the configuration with
+# cibadmin, as `pcs cluster cib-push --config` does. CSV_TEST_PCS_IN_GUEST=1
+# runs the same pcs commands inside node1 instead (docs/operations.md).
+
+PCS_IN_GUEST = os.environ.get("CSV_TEST_PCS_IN_GUEST") == "1"
+
+
+def pacemaker_installed():
+    return all(shutil.which(t) for t in ("pacemakerd", "pcs", "crm_mon", "cibadmin"))
+
+
+def start_pacemaker(lab):
+    for n in NODES:
+        install_tools(lab, n)
+        sh(lab, n, f"cp /lab/{n}/corosync.conf /etc/corosync/corosync.conf && "
+                   "mkdir -p /var/log/pacemaker && chown hacluster:haclient /var/log/pacemaker")
+        lab.spawn(n, f"PCMK_logfile=/lab/{n}/pacemaker.log pacemakerd",
+                  log=f"/lab/{n}/pacemakerd.out")
+
+
+def pcs(lab, args):
+    """`pcs ARGS` on the cluster (see above)."""
+    if PCS_IN_GUEST:
+        return sh(lab, "node1", f"pcs {args}", timeout=900)
+    d = os.path.join(lab.run_dir, "pcmk")
+    ra = os.path.join(d, "resource.d")
+    if not os.path.isdir(os.path.join(ra, "csv")):
+        shutil.copytree("/usr/lib/ocf/resource.d", ra, symlinks=True, dirs_exist_ok=True)
+        os.makedirs(os.path.join(ra, "csv"), exist_ok=True)
+        shutil.copy2(OCF, os.path.join(ra, "csv", "csvfs"))
+    sh(lab, "node1", "mkdir -p /lab/pcmk && cibadmin --query > /lab/pcmk/cib.xml")
+    r = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c",
+         f"mount --bind {ra} /usr/lib/ocf/resource.d && exec pcs -f {d}/cib.xml {args}"],
+        capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"pcs -f ... {args}: {r.stdout}{r.stderr}"
+    # pcs cluster cib-push --config: replace the configuration section only
+    import xml.etree.ElementTree as ET
+    conf = ET.parse(os.path.join(d, "cib.xml")).getroot().find("configuration")
+    ET.ElementTree(conf).write(os.path.join(d, "conf.xml"))
+    sh(lab, "node1", "cibadmin --replace --scope configuration --xml-file /lab/pcmk/conf.xml")
+    return r.stdout
+
+
+def crm_mon(lab, node="node1"):
+    return lab.exec(node, "crm_mon -1 -r", timeout=60).stdout
+
+
+def clone_started_everywhere(lab):
+    return "Started: [ node1 node2 node3 ]" in crm_mon(lab) and all(
+        mounted(lab, n) for n in NODES)
+
+
+def test_pacemaker_clone(cluster):
+    if not pacemaker_installed():
+        pytest.skip("pacemaker, pacemaker-cli-utils or pcs not installed (tools/install-deps)")
+    lab = cluster
+    t0 = time.monotonic()
+    # one mount per node: the clone mounts at the default point
+    for n in NODES:
+        lab.exec(n, f"umount {MNT}", timeout=60)
+        assert not mounted(lab, n)
+    # Under TCG pacemakerd restarts slow subdaemons a few times before the
+    # node settles: wait for all three online (started by the fixture).
+    wait_for(lambda: "Online: [ node1 node2 node3 ]" in crm_mon(lab), 420,
+             "pacemaker online on the 3 nodes", interval=3)
+    timed("waited for pacemaker: 3 nodes online", t0)
+    # no fencing device in the lab (virtio disks have no SCSI-3 PR)
+    sh(lab, "node1", "crm_attribute --type crm_config --name stonith-enabled --update false")
+
+    t0 = time.monotonic()
+    pcs(lab, f"resource create {VOL} ocf:csv:csvfs volume={VOL} device={DEV} "
+             "op monitor interval=10s timeout=40s clone interleave=true")
+    timed("pcs resource create ... clone (the command itself)", t0)
+    wait_for(lambda: clone_started_everywhere(lab), 420, "the clone started on 3 nodes",
+             interval=3)
+    timed("pcs resource create ... clone -> mounted on 3 nodes", t0)
+    res = sh(lab, "node1", "cibadmin -Q -o resources")
+    assert f'<clone id="{VOL}-clone">' in res and 'type="csvfs" provider="csv"' in res, res
+
+    # a lost mount: the monitor notices (fail-count), Pacemaker mounts again
+    t0 = time.monotonic()
+    sh(lab, "node2", f"umount {MNT}")
+    wait_for(lambda: f"{VOL}: migration-threshold" in lab.exec(
+        "node2", "crm_mon -1 --failcounts").stdout, 120, "the monitor's failure recorded",
+        interval=2)
+    failures = lab.exec("node2", "crm_mon -1 --failcounts").stdout
+    assert "fail-count=" in failures and "node2" in failures, failures
+    wait_for(lambda: mounted(lab, "node2") and clone_started_everywhere(lab), 300,
+             "Pacemaker mounted node2 again", interval=2)
+    timed("umount on node2 -> monitor failure -> mounted again", t0)
+    sh(lab, "node1", f"crm_resource --cleanup --resource {VOL}")  # = pcs resource cleanup
+
+    t0 = time.monotonic()
+    pcs(lab, f"resource disable {VOL}-clone")
+    wait_for(lambda: not any(mounted(lab, n) for n in NODES)
+             and "Stopped (disabled): [ node1 node2 node3 ]" in crm_mon(lab), 300,
+             "unmounted everywhere", interval=2)
+    timed("pcs resource disable -> unmounted on 3 nodes", t0)
+    t0 = time.monotonic()
+    pcs(lab, f"resource enable {VOL}-clone")
+    wait_for(lambda: clone_started_everywhere(lab), 420, "mounted again everywhere", interval=3)
+    timed("pcs resource enable -> mounted on 3 nodes", t0)
+    # I/O through a Pacemaker-made mount, seen on another node
+    sh(lab, "node2", f"echo pacemaker > {MNT}/pcmk && sync")
+    assert sh(lab, "node3", f"cat {MNT}/pcmk").strip() == "pacemaker"
+
+    # leave: stop the clone (no pcs needed), then Pacemaker on every node
+    t0 = time.monotonic()
+    sh(lab, "node1", f"crm_resource --resource {VOL}-clone --meta --set-parameter target-role "
+                     "--parameter-value Stopped")
+    wait_for(lambda: not any(mounted(lab, n) for n in NODES), 300, "clone stopped", interval=2)
+    for n in NODES:
+        lab.spawn(n, "pacemakerd --shutdown")
+    for n in NODES:
+        wait_for(lambda n=n: lab.exec(n, "pgrep -x pacemakerd").rc != 0, 300,
+                 f"pacemaker stopped on {n}", interval=2)
+    timed("clone stopped, pacemaker shut down", t0)
+
+
+# ---- /etc/fstab at boot ------------------------------------------------------
+
+def test_fstab_mount_at_boot(cluster):
+    """node3 reboots with the documented fstab line. The guests have no
+    systemd: the test plays its boot order (local filesystems, csvfs.ko,
+    corosync.service, csvd.service, then remote-fs.target's
+    `mount -a -t csvfs -O _netdev`), except that the mount is started before
+    csvd is up, which mount.csvfs must wait for."""
+    lab = cluster
+    sh(lab, "node1", f"mkdir -p {MNT} && (grep -q ' {MNT} csvfs ' /proc/mounts || "
+                     f"{MOUNT} {VOL}) && echo before-reboot > {MNT}/boot-check && sync")
+    t0 = time.monotonic()
+    lab.restart("node3")
+    timed("node3 power-cycled and booted", t0)
+    t0 = time.monotonic()
+    conf = json.load(open(os.path.join(lab.node_dir("node3"), "csvd.json")))
+    del conf["key_file"]  # the default, /etc/csv/cluster.key
+    with open(os.path.join(lab.node_dir("node3"), "csvd.conf"), "w") as f:
+        json.dump(conf, f)
+    install_tools(lab, "node3")
+    sh(lab, "node3", "mkdir -p /etc/csv /run/csvd /tmp/csvd-state && "
+                     "cp /lab/node3/csvd.conf /etc/csv/csvd.conf && "
+                     "install -m 600 /lab/csvd.key /etc/csv/cluster.key && "
+                     f"echo '{FSTAB}' >> /etc/fstab && "
+                     f"cp {KO} /tmp/csvfs.ko && insmod /tmp/csvfs.ko")
+    assert lab.exec("node3", "test -d /ClusterStorage").rc != 0  # a fresh root
+    # remote-fs: mount -a of the _netdev csvfs lines, before csvd is up
+    lab.spawn("node3", "CSV_MOUNT_TIMEOUT=300 mount -a -t csvfs -O _netdev "
+                       "> /lab/node3/fstab-mount.log 2>&1; echo rc=$? >> /lab/node3/fstab-mount.log")
+    lab.start_corosync("node3")
+    # csvd.service: Restart=on-failure, RestartSec=2 (csvd exits if Corosync's
+    # IPC is not up yet, which happens right after corosync daemonizes)
+    loop = lab.spawn("node3", f"until {CSVD} --foreground; do sleep 2; done",  # default config
+                     log="/lab/node3/csvd-boot.log")
+    log = os.path.join(lab.node_dir("node3"), "fstab-mount.log")
+    wait_for(lambda: "rc=" in open(log).read(), 360, "mount -a at boot", interval=2)
+    assert "rc=0" in open(log).read(), open(log).read()
+    timed("boot stage: corosync + csvd + mount -a -t csvfs -O _netdev", t0)
+    line = sh(lab, "node3", f"grep ' {MNT} csvfs ' /proc/mounts")
+    assert f"volume={VOL}" in line and "_netdev" not in line and "x-systemd" not in line, line
+    assert sh(lab, "node3", f"cat {MNT}/boot-check").strip() == "before-reboot"
+    s = json.loads(sh(lab, "node3", "csvctl --json status"))  # default socket, default config
+    assert s["node"] == 3 and s["quorate"]
+    assert "deprecated" not in open(os.path.join(lab.node_dir("node3"), "csvd-boot.log")).read()
+    lab.exec("node3", f"kill {loop}")  # the restart loop, not csvd
+    sh(lab, "node3", f"umount {MNT}")

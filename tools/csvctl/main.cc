@@ -106,12 +106,16 @@ void PrintNodes(const json& s) {
 
 void PrintVolumeNodes(const json& v) {
   std::cout << "  " << Pad("NODE", 5) << Pad("I/O MODE", 16) << Pad("REASON", 23) << Pad("PATH", 8)
-            << "LEASE\n";
-  for (const auto& n : v["nodes"])
+            << Pad("LEASE", 8) << "KERNEL (confirmed mode, epoch)\n";
+  for (const auto& n : v["nodes"]) {
+    std::string kernel = n.value("kernel_mode", std::string("-"));
+    if (n.value("kernel_epoch", uint64_t{0}))
+      kernel += ", " + std::to_string(n["kernel_epoch"].get<uint64_t>());
     std::cout << "  " << Pad(Id(n["id"]), 5) << Pad(n["io_mode"].get<std::string>(), 16)
               << Pad(n["reason"].get<std::string>(), 23)
               << Pad(n["path_healthy"].get<bool>() ? "healthy" : "FAILED", 8)
-              << n.value("lease", std::string("-")) << "\n";
+              << Pad(n.value("lease", std::string("-")), 8) << kernel << "\n";
+  }
 }
 
 void PrintVolumesHeader() {
@@ -154,6 +158,16 @@ void PrintStats(const json& st) {
               << Pad(Bytes(v["block_redirected_bytes"].get<uint64_t>()), 12)
               << Pad(std::to_string(v["layout_ops"].get<uint64_t>()), 8)
               << v["served_for_peers"].get<uint64_t>() << "\n";
+  for (const auto& v : st["volumes"]) {
+    if (!v.contains("kernel") || !v["kernel"].is_object()) continue;
+    std::cout << v["name"].get<std::string>() << " in csvfs.ko:";
+    for (const auto& [path, ops] : v["kernel"].items())
+      for (const auto& [op, c] : ops.items())
+        std::cout << " " << path << "-" << op << "=" << c["ops"].get<uint64_t>() << "/"
+                  << Bytes(c["bytes"].get<uint64_t>()) << "/" << c["avg_us"].get<uint64_t>()
+                  << "us";
+    std::cout << "\n";
+  }
   std::cout << "daemon:";
   for (const auto& [k, v] : st["counters"].items()) std::cout << " " << k << "=" << v;
   std::cout << "\n";
@@ -234,7 +248,8 @@ int RunCommand(const std::string& command, const std::vector<std::string>& env) 
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-int BackupBegin(const std::string& name, const std::string& exec, int wait_s, int freeze_s) {
+int BackupBegin(const std::string& name, const std::string& exec, int wait_s, int freeze_s,
+                int confirm_s) {
   json r = Call({{"cmd", "backup-begin"}, {"volume", name}});
   uint32_t self = Status()["node"].get<uint32_t>();
   // This node coordinates and serves; every node is file-system redirected.
@@ -245,14 +260,38 @@ int BackupBegin(const std::string& name, const std::string& exec, int wait_s, in
                                  return n["io_mode"] == "FileRedirected" && n["reason"] == "backup";
                                });
                       });
-  json out = {{"ok", true},
-              {"volume", name},
-              {"coordinator", v["coordinator"]},
-              {"epoch", v["epoch"]},
-              {"nodes", v["nodes"]}};
+  // The shared state says FileRedirected; what counts is that every node's
+  // kernel took it (a direct write would bypass the frozen filesystem).
+  auto confirm_start = Clock::now();
+  auto deadline = confirm_start + std::chrono::seconds(confirm_s);
+  for (;;) {
+    json st = Status();
+    const json* cur = FindVolume(st, name);
+    if (!cur) throw Failed("volume " + name + " disappeared", kFailed);
+    v = *cur;
+    if (v.value("backup_node", 0u) != self)
+      throw Failed("the backup of " + name + " ended while waiting for the nodes' kernels " +
+                       "(a membership change, or csvctl backup end): begin it again",
+                   kFailed);
+    std::string late = v.value("kernels_not_redirected", std::string("(csvd too old)"));
+    if (late.empty()) break;
+    if (Clock::now() > deadline)
+      throw Failed("timed out after " + std::to_string(confirm_s) +
+                       " s waiting for the kernel of every node to confirm FileRedirected for " +
+                       name + "; not confirmed: " + late + ". Nothing was frozen; " + name +
+                       " stays in backup mode. Check csvd on those nodes (csvctl status there), "
+                       "then run csvctl backup begin " +
+                       name + " again, or csvctl backup end " + name,
+                   kTimeout);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  double confirm_ms =
+      std::chrono::duration<double, std::milli>(Clock::now() - confirm_start).count();
+  json out = {{"ok", true},          {"volume", name},           {"coordinator", v["coordinator"]},
+              {"epoch", v["epoch"]}, {"confirm_ms", confirm_ms}, {"nodes", v["nodes"]}};
   std::string text = "backup of " + name + " begun: node " + std::to_string(self) +
                      " coordinates (epoch " + std::to_string(v["epoch"].get<uint64_t>()) +
-                     "), every node is FileRedirected";
+                     "), every node's kernel confirmed FileRedirected";
   int rc = kOk;
   if (!exec.empty()) {
     Call({{"cmd", "freeze"}, {"volume", name}, {"timeout_s", freeze_s}}, freeze_s + 30);
@@ -381,7 +420,7 @@ int main(int argc, char** argv) {
 
   std::string name, device, mode, exec, key_path = "/etc/csv/cluster.key";
   uint32_t preferred = 0, node = 0;
-  int wait_s = 60, freeze_s = 300, count = 0;
+  int wait_s = 60, freeze_s = 300, confirm_s = 60, count = 0;
   double interval = 2;
   bool force = false, watch = false;
 
@@ -414,6 +453,10 @@ int main(int argc, char** argv) {
   begin->add_option("--exec", exec, "snapshot command run (sh -c) while the filesystem is frozen");
   begin->add_option("--wait", wait_s, "seconds to wait for the backup state");
   begin->add_option("--freeze-timeout", freeze_s, "csvd thaws on its own after this many seconds")
+      ->capture_default_str();
+  begin
+      ->add_option("--confirm-timeout", confirm_s,
+                   "seconds to wait until every node's kernel confirmed FileRedirected")
       ->capture_default_str();
   auto* end = backup->add_subcommand("end", "leave backup mode: direct I/O resumes");
   end->add_option("volume", name)->required();
@@ -496,7 +539,7 @@ int main(int argc, char** argv) {
     }
     if (move->parsed()) return Move(name, node, wait_s);
     if (redirect->parsed()) return Redirect(name, mode == "on", wait_s);
-    if (begin->parsed()) return BackupBegin(name, exec, wait_s, freeze_s);
+    if (begin->parsed()) return BackupBegin(name, exec, wait_s, freeze_s, confirm_s);
     if (end->parsed()) return BackupEnd(name, wait_s);
     if (stats->parsed()) return Stats(watch, interval, count);
   } catch (const NotRunning& e) {

@@ -55,8 +55,13 @@ DEBUG_KMOD = os.path.join(REPO, "build-debug", "kmod", "csvfs.ko")
 KMOD = os.path.join(REPO, "kmod", "csvfs.ko")
 # Extra command line of the debug kernel: slab debugging (redzones, poison,
 # sanity checks, owner tracking); kmemleak quiet until the boot-time objects
-# are cleared (guest/stage2.sh), then verbose so leaks reach the console log.
-DEBUG_APPEND = "slub_debug=FZPU kmemleak.verbose=0 no_hash_pointers"
+# are cleared (guest/stage2.sh), then verbose so leaks reach the console log;
+# KUnit on (allnoconfig left KUNIT_DEFAULT_ENABLED off: without this the
+# module's suites are skipped with "kunit: disabled").
+DEBUG_APPEND = "slub_debug=FZPU kmemleak.verbose=0 no_hash_pointers kunit.enable=1"
+# Everything runs a few times slower in a debug guest under TCG: boot and
+# command deadlines are multiplied by this (never shortened).
+DEBUG_SLOWDOWN = 3
 
 
 def default_runs_dir():
@@ -338,9 +343,14 @@ class Lab:
             raise LabError(f"{self.node_name(node)}: qemu failed to start: "
                            f"{proc.stderr.strip()}")
 
+    @property
+    def slowdown(self):
+        """Factor applied to boot and command timeouts (debug kernel: slower)."""
+        return DEBUG_SLOWDOWN if self.kernel == "debug" else 1
+
     def wait_ready(self, nodes, timeout=300):
         """Wait until the agents of NODES answer (the guests have booted)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * self.slowdown
         for node in nodes:
             self._wait_agent(node, deadline)
 
@@ -372,7 +382,8 @@ class Lab:
 
         check=True raises ExecError on a non-zero exit or a timeout.
         """
-        result = self._channel(node).exec(cmd, timeout=timeout, input=input, cwd=cwd)
+        result = self._channel(node).exec(cmd, timeout=timeout * self.slowdown, input=input,
+                                          cwd=cwd)
         if check and not result.ok:
             raise ExecError(result)
         return result
@@ -609,17 +620,22 @@ class Lab:
         go to the console log as "unreferenced object" lines (verbose mode,
         see guest/stage2.sh), which kernel_log_problems reports. Returns the
         nodes scanned."""
+        running = [n for n in (nodes or self.nodes) if self.is_running(n)]
+        if not running:
+            return []
+
+        def scan(node):  # minutes per node in a loaded TCG guest: in parallel
+            return self.exec(node, "f=/sys/kernel/debug/kmemleak; [ -w $f ] || exit 3; "
+                                   "echo scan > $f && sleep 6 && echo scan > $f",
+                             timeout=timeout)
+
         scanned = []
-        for node in nodes or self.nodes:
-            if not self.is_running(node):
-                continue
-            res = self.exec(node, "f=/sys/kernel/debug/kmemleak; [ -w $f ] || exit 3; "
-                                  "echo scan > $f && sleep 6 && echo scan > $f",
-                            timeout=timeout)
-            if res.rc == 0:
-                scanned.append(self.node_name(node))
-            elif res.rc != 3:
-                raise LabError(f"{self.node_name(node)}: kmemleak scan failed: {res}")
+        with ThreadPoolExecutor(len(running)) as pool:
+            for node, res in zip(running, pool.map(scan, running)):
+                if res.rc == 0:
+                    scanned.append(self.node_name(node))
+                elif res.rc != 3:
+                    raise LabError(f"{self.node_name(node)}: kmemleak scan failed: {res}")
         return scanned
 
     def kernel_log_problems(self, node=None):

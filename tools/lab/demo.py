@@ -2,8 +2,8 @@
 
 `CsvCluster` is the set-up that the demo (`tools/csvlab demo`) and the
 end-to-end system tests (tests/system/test_e2e.py) share: Corosync, csvd on
-every node configured as docs/daemon.md says (/etc/csvfs/csvd.json and
-/etc/csvfs/cluster.key in each guest), an XFS volume added as a CSV with
+every node configured as docs/operations.md says (/etc/csv/csvd.conf and
+/etc/csv/cluster.key in each guest), an XFS volume added as a CSV with
 `csvctl volume add`, csvfs mounted at /ClusterStorage/<Volume> on every node.
 """
 import json
@@ -103,13 +103,13 @@ class CsvCluster:
     def config(self, node):
         nodes = [{"id": i + 1, "addr": self.lab.addr(n), "port": PORT}
                  for i, n in enumerate(self.lab.nodes)]
-        return {"nodes": nodes, "key_file": "/etc/csvfs/cluster.key",
+        return {"nodes": nodes, "key_file": "/etc/csv/cluster.key",
                 "state_dir": "/var/lib/csvd", "run_dir": "/run/csvd",
                 "control_socket": "/run/csvd/control.sock",
                 "path_interval_ms": 500, "path_timeout_ms": 2000}
 
     def install(self, node):
-        """/etc/csvfs/{csvd.json,cluster.key} in the guest; csvfs.ko loaded."""
+        """/etc/csv/{csvd.conf,cluster.key} in the guest (docs/operations.md); csvfs.ko loaded."""
         key = os.path.join(self.lab.run_dir, "cluster.key")
         if not os.path.exists(key):
             with open(key, "wb") as f:
@@ -118,14 +118,14 @@ class CsvCluster:
         with open(os.path.join(self.lab.node_dir(node), "csvd.json"), "w") as f:
             json.dump(self.config(node), f, indent=1)
         # insmod straight from 9p can fail with EIO: copy the module first.
-        self.sh(node, "mkdir -p /etc/csvfs /var/lib/csvd /run/csvd && "
-                      f"cp /lab/{node}/csvd.json /etc/csvfs/csvd.json && "
-                      "install -m 600 /lab/cluster.key /etc/csvfs/cluster.key && "
+        self.sh(node, "mkdir -p /etc/csv /var/lib/csvd /run/csvd && "
+                      f"cp /lab/{node}/csvd.json /etc/csv/csvd.conf && "
+                      "install -m 600 /lab/cluster.key /etc/csv/cluster.key && "
                       "(lsmod | grep -q '^csvfs ' || "
                       "(cp /lab/bin/csvfs.ko /tmp/csvfs.ko && insmod /tmp/csvfs.ko))")
 
     def start_csvd(self, node):
-        pid = self.lab.spawn(node, [GUEST_CSVD, "--foreground", "--config", "/etc/csvfs/csvd.json"],
+        pid = self.lab.spawn(node, [GUEST_CSVD, "--foreground", "--config", "/etc/csv/csvd.conf"],
                              log=f"/lab/{node}/csvd.log")
         self.csvd_pid[node] = pid
         return pid

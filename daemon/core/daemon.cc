@@ -1190,7 +1190,10 @@ json Daemon::HandleControl(const json& req, std::function<void(json)> later, boo
     // mount.csvfs: is this a volume, and is `device` its filesystem?
     const VolumeState* v = state_.volume(vname);
     if (!v) {
-      if (!synced_) return fail("csvd is not synchronised with the cluster yet: try again");
+      // Only a synchronised member of a quorate cluster knows the volume
+      // list: a csvd that just started may have synced with itself alone.
+      if (!synced_ || !local_quorate_ || !state_.quorate())
+        return fail("csvd is not synchronised with the cluster yet (no quorum): try again");
       return fail("no volume " + vname + " in this cluster (csvctl volume list)");
     }
     auto lit = locals_.find(vname);

@@ -198,9 +198,12 @@ void Daemon::OnMembership(std::vector<NodeId> members, std::vector<NodeId> joine
   const bool was_quorate = state_.quorate();
   bool stale = false;
   last_membership_ = Clock::now();
+  // A state held through a whole quorate membership is the cluster's.
+  if (synced_ && was_quorate) state_from_quorum_ = true;
   if (i_joined && !joined_) {
     joined_ = true;
     synced_ = false;
+    state_from_quorum_ = false;
     unsynced_since_ = Clock::now();
     synced_set_.clear();
     for (NodeId n : members)
@@ -215,6 +218,7 @@ void Daemon::OnMembership(std::vector<NodeId> members, std::vector<NodeId> joine
     // does. The nodes that appeared may hold the cluster's state.
     stale = true;
     synced_ = false;
+    state_from_quorum_ = false;
     unsynced_since_ = Clock::now();
     synced_set_.clear();
     synced_set_.insert(joined.begin(), joined.end());
@@ -251,10 +255,8 @@ void Daemon::OnMembership(std::vector<NodeId> members, std::vector<NodeId> joine
     if (synced_) candidates.insert(self_);
     NodeId sender = candidates.empty() ? *member_set.begin() : *candidates.begin();
     if (sender == self_) {
-      StateMsg snap = state_.Snapshot();
-      LOG(kInfo) << "sending state sync (" << snap.volumes.size() << " volumes)";
       last_sync_sent_ = Clock::now();
-      Broadcast(std::move(snap));
+      BroadcastSync();
     }
   }
   AfterChange(r);
@@ -269,7 +271,16 @@ void Daemon::OnStateMessage(NodeId sender, std::span<const uint8_t> bytes) {
   }
   ApplyResult r;
   if (m.type == MsgType::kSync) {
+    // Two sides of a merge may both send their state. One that a node made
+    // up alone (its csvd started before its Corosync merged) must never
+    // replace the one the quorate cluster ran with, whatever the order.
+    if (!m.from_quorum && state_from_quorum_) {
+      LOG(kInfo) << "ignoring node " << sender << "'s state sync (" << m.volumes.size()
+                 << " volumes): it is not from a quorate membership and ours is";
+      return;
+    }
     r = state_.Adopt(m);
+    if (m.from_quorum) state_from_quorum_ = true;
     if (!synced_) LOG(kInfo) << "state synced from node " << sender;
     synced_ = true;
     synced_set_.clear();
@@ -311,6 +322,14 @@ void Daemon::OnQuorum(bool quorate) {
 void Daemon::Broadcast(StateMsg m) {
   if (m.origin_seq == 0) m.origin_seq = next_seq_++;
   corosync_->Send(EncodeStateMsg(m));
+}
+
+void Daemon::BroadcastSync() {
+  StateMsg snap = state_.Snapshot();
+  snap.from_quorum = state_from_quorum_;
+  LOG(kInfo) << "sending state sync (" << snap.volumes.size() << " volumes"
+             << (snap.from_quorum ? "" : ", not from a quorate membership") << ")";
+  Broadcast(std::move(snap));
 }
 
 void Daemon::AfterChange(const ApplyResult& r) {
@@ -1047,7 +1066,7 @@ void Daemon::ProbeTick() {
     if (waiting && lowest == self_) {
       LOG(kInfo) << "a member has no state yet: sending the state sync again";
       last_sync_sent_ = now;
-      Broadcast(state_.Snapshot());
+      BroadcastSync();
     }
   }
   // Nobody with a state is there (a new cluster, or every side of a merge
@@ -1059,7 +1078,7 @@ void Daemon::ProbeTick() {
       state_.members().front() == self_) {
     LOG(kWarning) << "no state sync received: sending mine";
     unsynced_since_ = now;
-    Broadcast(state_.Snapshot());
+    BroadcastSync();
   }
   PublishKernelModes();
   CheckControlWaits();

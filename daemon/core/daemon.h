@@ -102,6 +102,7 @@ class Daemon {
   void OnStateMessage(NodeId sender, std::span<const uint8_t> bytes);
   void OnQuorum(bool quorate);
   void Broadcast(StateMsg m);
+  void BroadcastSync();
   void AfterChange(const ApplyResult& r);
   void Reconcile();
   void OpenService(const std::string& name, uint64_t epoch);
@@ -171,6 +172,10 @@ class Daemon {
   bool synced_ = false;
   bool joined_ = false;
   bool had_quorum_ = false;  // synced in a quorate membership at least once
+  // Our state is the cluster's: adopted from a sync that had it, or held
+  // (synced) through a quorate membership. Not a state this node made up
+  // while its Corosync had not merged with the others yet.
+  bool state_from_quorum_ = false;
   std::set<NodeId> synced_set_;
   Clock::time_point unsynced_since_{};
   Clock::time_point last_membership_{};  // the last membership change

@@ -120,6 +120,7 @@ std::vector<uint8_t> EncodeStateMsg(const StateMsg& m) {
       }
       PutPairs(&body, m.healthy_paths);
       PutPairs(&body, m.open_failed);
+      body.U8(m.from_quorum ? 1 : 0);
       break;
     default:
       body.Str(m.volume);
@@ -187,6 +188,8 @@ bool DecodeStateMsg(std::span<const uint8_t> bytes, StateMsg* out, std::string* 
     }
     if (!GetPairs(&r, &m.healthy_paths) || !GetPairs(&r, &m.open_failed))
       return fail("truncated or malformed path list");
+    if (!r.U8(&flag) || flag > 1) return fail("truncated or malformed quorum flag");
+    m.from_quorum = flag;
   } else {
     if (!r.Str(&m.volume, kMaxName) || m.volume.empty() || !r.Bytes(m.uuid.data(), m.uuid.size()) ||
         !r.U32(&m.node) || !r.U64(&m.epoch) || !r.U8(&flag) || flag > 1)

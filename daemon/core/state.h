@@ -31,7 +31,7 @@ namespace csv::core {
 using Uuid = std::array<uint8_t, 16>;
 
 inline constexpr uint32_t kStateMagic = 0x53565343;  // "CSVS" little-endian
-inline constexpr uint16_t kStateVersion = 2;         // 2: redirect, backup
+inline constexpr uint16_t kStateVersion = 3;         // 2: redirect, backup; 3: from_quorum
 inline constexpr size_t kMaxStateMessage = 1 << 20;
 // kKernelMode: CSVFS_IO_* values are below kIoModeCount (daemon.cc checks it
 // against the uapi header); kIoNotMounted says the sender has no mount.
@@ -83,6 +83,9 @@ struct StateMsg {
   std::vector<VolumeState> volumes;
   std::set<NodeVolume> healthy_paths;
   std::set<NodeVolume> open_failed;
+  // The sender's state is the one a quorate membership ran with (not one
+  // it made up alone): members holding such a state ignore a sync without.
+  bool from_quorum = false;
 };
 
 std::vector<uint8_t> EncodeStateMsg(const StateMsg& m);

@@ -301,6 +301,21 @@ TEST(StateWireTest, SyncCarriesRedirectAndBackup) {
   EXPECT_EQ(d.volumes[0].backup, 2u);
 }
 
+TEST(StateWireTest, SyncCarriesWhetherItComesFromQuorum) {
+  ClusterState a = ThreeNodes();
+  StateMsg d;
+  std::string error;
+  for (bool from_quorum : {false, true}) {
+    StateMsg m = a.Snapshot();
+    m.from_quorum = from_quorum;
+    auto wire = EncodeStateMsg(m);
+    ASSERT_TRUE(DecodeStateMsg(wire, &d, &error)) << error;
+    EXPECT_EQ(d.from_quorum, from_quorum);
+    wire.back() = 2;  // the flag is the body's last byte: 0 or 1 only
+    EXPECT_FALSE(DecodeStateMsg(wire, &d, &error));
+  }
+}
+
 TEST(StateWireTest, RoundTrip) {
   StateMsg m = Msg(MsgType::kPath, "Volume1", 7, 42, true);
   m.origin_seq = 0x1122334455667788ull;

@@ -120,3 +120,40 @@ def test_partitioned_node_rejoins_with_the_majority_state(cluster, vols):
         assert v["epoch"] >= epochs_mid[v["name"]], (v, epochs_mid)
     print(f"\nbefore {before}; during the partition {mid}; after the heal {after} "
           f"({took:.1f} s)")
+
+
+def test_node_started_alone_never_overwrites_the_cluster_state(cluster, vols):
+    """A csvd that starts while its Corosync has not merged with the others
+    (a node booting with its cluster network not up yet) makes up a state of
+    its own, here one without any volume. When the networks merge, both
+    sides send their state; the quorate side ignores the lone node's,
+    whatever the delivery order, and the lone node adopts theirs: no volume
+    vanishes anywhere (docs/operations.md)."""
+    n1, n2, n3 = cluster.nodes
+    placement(cluster)
+    sw = ["ip", "-n", cluster.switch, "link", "set", "p3"]
+    run(sw + ["down"])
+    try:
+        wait_for(lambda: sorted(n1.status()["members"]) == [1, 2], 60, "node 3 gone (majority)")
+        n3.kill_csvd(signal.SIGKILL)
+        saved = os.path.join(n3.dir, "state", "volumes.json")
+        if os.path.exists(saved):
+            os.unlink(saved)  # a node that knows no volume yet
+        mark = {n.id: os.path.getsize(n.log) for n in cluster.nodes}
+        n3.start_csvd()
+        wait_for(lambda: (lambda s: s["synced"] and s["members"] == [3] and not s["volumes"])(
+            n3.status()), 60, "node 3 synced with itself alone, with no volume")
+    finally:
+        run(sw + ["up"])
+    cluster.wait_synced()
+    after = placement(cluster)  # every volume, ready and agreed, on every node
+    logs = {}
+    for n in cluster.nodes:
+        with open(n.log) as f:
+            f.seek(mark[n.id])
+            logs[n.id] = f.read()
+    assert "sending state sync (0 volumes, not from a quorate membership)" in logs[3], logs[3]
+    for nid in (1, 2):
+        assert "ignoring node 3's state sync (0 volumes)" in logs[nid], logs[nid]
+        assert "state synced from node 3" not in logs[nid], logs[nid]
+    print(f"\nafter the merge: {after}")

@@ -264,9 +264,15 @@ def test_direct_write_mtime_seen_while_open(cluster):
               "b = mmap.mmap(-1, 4096); b.write(os.urandom(4096)); "
               "assert os.pwrite(fd, b, 0) == 4096; time.sleep(60)" % f)
     lab.spawn("node2", f'/usr/bin/python3 -c "{writer}"', log="/lab/node2/open-image.log")
-    wait_for(lambda: int(sh(lab, "node3", f"stat -c %Y {f}")) > before, 20,
-             "node2's direct write's mtime on node3")
-    assert dmesg_count(lab, "node2", "redirecting") == 0
+    try:
+        wait_for(lambda: int(sh(lab, "node3", f"stat -c %Y {f}")) > before, 20,
+                 "node2's direct write's mtime on node3")
+        assert dmesg_count(lab, "node2", "redirecting") == 0
+    finally:
+        # the holder must be gone before the next tests (and the unmount)
+        lab.exec("node2", f"pkill -f '[o]s.open..{f}'")
+        wait_for(lambda: lab.exec("node2", f"pgrep -f '[o]s.open..{f}'").rc == 1, 30,
+                 "node2's open-image holder gone")
 
 
 # Holds one buffered fd on node2 across node3's rewrite: reads it all,
@@ -350,7 +356,9 @@ def test_lease_break(cluster):
 def test_zz_unmount_and_repair(cluster):
     lab = cluster
     for n in NODES:
-        sh(lab, n, f"umount {MNT}")
+        r = lab.exec(n, f"umount {MNT}", timeout=300)
+        # a busy mount is a test that left a process behind: name it
+        assert r.ok, f"{n}: umount: {r.stderr}\n" + lab.exec(n, f"fuser -vm {MNT} 2>&1").stdout
     # removing the volume closes the coordinator's service: syncfs, unmount
     sh(lab, "node1", f"{CTL} volume remove {VOL}")
     wait_for(lambda: volume(lab, "node1") is None, 60, "volume removed")

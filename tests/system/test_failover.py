@@ -688,6 +688,12 @@ def test_partition_minority_stops_direct_io_at_its_deadline(env):
                            f"dd if=/tmp/maj of={v1.mnt}/majority bs=1M oflag=direct status=none && "
                            f"cmp /tmp/maj {v1.mnt}/majority")
             during = scan(env, "node1", f)
+            # where node3's writer threads are (a diagnosis when none wrote on)
+            stacks = lab.exec("node3", "for p in $(pgrep -f '[w]riter.py'); do "
+                                       "for t in /proc/$p/task/*; do echo $t $(cat $t/comm); "
+                                       "cat $t/stack; done; done; "
+                                       "cat /proc/fs/csvfs/* 2>/dev/null").stdout
+            log("node3's writer during the partition:\n" + stacks)
         finally:
             lab.sh("node3", f"kill -CONT {pid}")
             lab.heal("node3")

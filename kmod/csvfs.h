@@ -84,6 +84,7 @@ struct csvfs_sb_info {
 	 * the device after lease_until once the daemon sent a lease.
 	 */
 	unsigned long		lease_until;	/* jiffies */
+	u64			lease_until_real; /* the same, ns of wall clock */
 	bool			lease_set;
 	struct csvfs_io_stat	stats[__CSVFS_PATH_MAX][2];	/* [path][write] */
 	struct proc_dir_entry	*proc;

@@ -107,7 +107,17 @@ void csvfs_set_attr(struct inode *inode, const struct csvfs_attr *attr)
 	spin_lock(&ci->lock);
 	inode->i_ino = attr->ino;
 	inode->i_mode = (inode->i_mode & S_IFMT) | (attr->mode & S_IALLUGO);
-	inode->i_flags &= ~S_NOSEC;	/* another node may have set privs */
+	/*
+	 * S_NOSEC spares every write a security.capability lookup (a round
+	 * trip under the inode lock, which a hung daemon would stall); it
+	 * holds only while the coordinator says the file has no capability
+	 * xattr, so a setcap on another node is seen at the next refresh.
+	 */
+	if ((attr->flags & CSVFS_ATTR_NO_CAPS) && !is_sxid(inode->i_mode) &&
+	    (inode->i_sb->s_flags & SB_NOSEC))
+		inode->i_flags |= S_NOSEC;
+	else
+		inode->i_flags &= ~S_NOSEC;
 	set_nlink(inode, attr->nlink);
 	inode->i_uid = make_kuid(&init_user_ns, attr->uid);
 	inode->i_gid = make_kgid(&init_user_ns, attr->gid);

@@ -55,6 +55,13 @@ static int csvfs_stats_show(struct seq_file *m, void *v)
 		   csvfs_mode_names[mode] : "unknown");
 	seq_printf(m, "node_lease %s\n", csvfs_lease_ok(sbi) ? "valid" :
 		   "expired");
+	/* when direct I/O stops unless renewed (a test compares stamps) */
+	if (READ_ONCE(sbi->lease_set)) {
+		u64 sec = READ_ONCE(sbi->lease_until_real);
+		u32 nsec = do_div(sec, NSEC_PER_SEC);
+
+		seq_printf(m, "node_lease_deadline %llu.%09u\n", sec, nsec);
+	}
 	for (path = 0; path < __CSVFS_PATH_MAX; path++) {
 		for (write = 0; write < 2; write++) {
 			struct csvfs_io_stat *st = &sbi->stats[path][write];

@@ -233,7 +233,8 @@ static int csvfs_fill_super(struct super_block *sb, struct fs_context *fc)
 	/*
 	 * Remember "no set-id bits, no capabilities xattr" (S_NOSEC) so that
 	 * writes do not ask the coordinator for security.capability every
-	 * time; csvfs_set_attr forgets it with every attribute refresh.
+	 * time; csvfs_set_attr sets or clears it with every attribute
+	 * refresh, as the coordinator's CSVFS_ATTR_NO_CAPS says.
 	 */
 	sb->s_flags |= SB_NOSEC;
 	snprintf(sb->s_id, sizeof(sb->s_id), "%s", sbi->volume);
@@ -596,6 +597,8 @@ void csvfs_volume_state(u32 sb_id, u64 epoch, const u32 *io_mode,
 
 			WRITE_ONCE(sbi->lease_until,
 				   jiffies + msecs_to_jiffies(*lease_ms));
+			WRITE_ONCE(sbi->lease_until_real, ktime_get_real_ns() +
+				   (u64)*lease_ms * NSEC_PER_MSEC);
 			WRITE_ONCE(sbi->lease_set, true);
 			if (!*lease_ms && was_ok)
 				pr_info("%s: lease given up: no direct I/O\n",

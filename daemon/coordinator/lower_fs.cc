@@ -4,10 +4,12 @@
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <string>
 
 namespace csv::coord {
 namespace {
@@ -136,6 +138,15 @@ int LowerFs::OpenChild(int dirfd, const std::string& name, UniqueFd* out) {
   return 0;
 }
 
+// fd may be O_PATH (no fgetxattr): its /proc/self/fd link names the file.
+// None: ENODATA, or no xattrs at all (ENOTSUP). Any other error counts as
+// "has one": the node then looks for it itself.
+static bool HasCapabilityXattr(int fd) {
+  std::string path = "/proc/self/fd/" + std::to_string(fd);
+  if (::getxattr(path.c_str(), "security.capability", nullptr, 0) >= 0) return true;
+  return errno != ENODATA && errno != ENOTSUP;
+}
+
 int StatAttr(int fd, csvfs_attr* attr, struct stat* out) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) return LastError();
@@ -155,6 +166,7 @@ int StatAttr(int fd, csvfs_attr* attr, struct stat* out) {
   attr->gid = st.st_gid;
   attr->rdev = static_cast<uint32_t>(st.st_rdev);  // new_encode_dev layout
   attr->blksize = static_cast<uint32_t>(st.st_blksize);
+  if (S_ISREG(st.st_mode) && !HasCapabilityXattr(fd)) attr->flags |= CSVFS_ATTR_NO_CAPS;
   if (out) *out = st;
   return 0;
 }

@@ -65,6 +65,7 @@ class LowerFs {
 
 // struct csvfs_attr from fstat(2) of any fd (O_PATH included). generation
 // is 0: the lower filesystem's generation is inside the handle instead.
+// flags: CSVFS_ATTR_NO_CAPS for a regular file without security.capability.
 int StatAttr(int fd, csvfs_attr* attr, struct stat* st = nullptr);
 
 // -errno of the last failed call, never 0.

@@ -291,6 +291,23 @@ TEST_F(ServiceTest, TreeLookupGetattrAndErrnos) {
   EXPECT_EQ(Do(OnFh(CSVFS_CMD_RELEASE, f).PutU64(CSVFS_A_OPEN_ID, id)).error(), 0);
 }
 
+// Nodes skip the security.capability lookup of every write (S_NOSEC) only
+// while the attributes say the file has none.
+TEST_F(ServiceTest, AttrSaysWhetherTheFileHasCapabilities) {
+  auto [f, id] = Create(root_, "capfile");
+  ASSERT_FALSE(f.empty());
+  EXPECT_TRUE(Getattr(f).flags & CSVFS_ATTR_NO_CAPS);
+  EXPECT_FALSE(Getattr(root_).flags & CSVFS_ATTR_NO_CAPS);  // regular files only
+  // struct vfs_cap_data, revision 2: cap_net_raw permitted and effective
+  const uint32_t cap[5] = {0x02000001, 1u << 13, 0, 0, 0};
+  std::string lower = vol_.dir + "/mnt/capfile";
+  if (::setxattr(lower.c_str(), "security.capability", cap, sizeof(cap), 0) != 0)
+    GTEST_SKIP() << "cannot set security.capability here: " << std::strerror(errno);
+  EXPECT_FALSE(Getattr(f).flags & CSVFS_ATTR_NO_CAPS);
+  ASSERT_EQ(::removexattr(lower.c_str(), "security.capability"), 0);
+  EXPECT_TRUE(Getattr(f).flags & CSVFS_ATTR_NO_CAPS);
+}
+
 TEST_F(ServiceTest, BadNamesAreRefusedByCodecAndService) {
   // The codec refuses them on the wire ...
   Message longname = Named(CSVFS_CMD_LOOKUP, root_, std::string(300, 'x'));

@@ -31,7 +31,7 @@ struct Config {
   int path_timeout_ms = 3000;
   int call_timeout_ms = 10000;  // coordinator-initiated calls (recalls)
   // The node lease: the kernel stops direct I/O this long after the last
-  // renewal (every lease_ms / 3 while quorate); a new coordinator waits
+  // renewal (every lease_ms / 4 while quorate); a new coordinator waits
   // this long (+ lease_margin_ms) after a node left before it mounts.
   int lease_ms = 3000;
   int lease_margin_ms = 500;

@@ -29,6 +29,8 @@ constexpr auto kRebroadcast = std::chrono::milliseconds(1000);
 constexpr auto kHeldRetry = std::chrono::milliseconds(100);
 constexpr auto kControlTimeout = std::chrono::seconds(15);
 constexpr auto kSyncFallback = std::chrono::seconds(3);
+// A timer that fires a little early still counts as a full tick.
+constexpr auto kTickSlack = std::chrono::milliseconds(20);
 
 const char* ModeName(uint32_t m) {
   switch (m) {
@@ -1087,11 +1089,13 @@ void Daemon::ProbeTick() {
     std::string error;
     if (l.frozen && now > l.frozen_until) Thaw(name, "the freeze timed out", &error);
   }
-  if (now - last_lease_push_ > std::chrono::milliseconds(config_.lease_ms / 3))
-    PushKernelState(true);
+  // Renew every lease/4 (the tick is no longer): a daemon starved of CPU
+  // for less than 3/4 of the lease never lets the kernel's deadline pass.
+  const auto renew = std::chrono::milliseconds(std::max(config_.lease_ms / 4, 1));
+  if (now - last_lease_push_ + kTickSlack >= renew) PushKernelState(true);
   Reconcile();
-  probe_timer_.expires_after(std::chrono::milliseconds(
-      std::min(config_.path_interval_ms, 250)));  // publish quickly, probe at interval
+  probe_timer_.expires_after(std::chrono::milliseconds(std::min(
+      {config_.path_interval_ms, 250, std::max(config_.lease_ms / 4, 1)})));  // publish quickly
   probe_timer_.async_wait([this](boost::system::error_code ec) {
     if (!ec) ProbeTick();
   });

@@ -459,11 +459,6 @@ def test_pacemaker_clone(cluster):
 
 # ---- /etc/fstab at boot ------------------------------------------------------
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open daemon bug: a csvd started before its Corosync merged with the others "
-    "adopts an empty cluster state and may SYNC it over the majority's "
-    "(docs/operations.md); a lab run failed on it ('no volume V1'); with the "
-    "mount.csvfs/csvd retry of b02ecc9 it passed once, but the race is not fixed"))
 def test_fstab_mount_at_boot(cluster):
     """node3 reboots with the documented fstab line. The guests have no
     systemd: the test plays its boot order (local filesystems, csvfs.ko,

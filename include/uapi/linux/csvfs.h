@@ -223,7 +223,11 @@ struct csvfs_attr {
 	__u32	rdev;
 	__u32	blksize;
 	__u32	generation;
+	__u32	flags;		/* CSVFS_ATTR_* */
 };
+
+/* The file has no security.capability xattr: writes need not look for one. */
+#define CSVFS_ATTR_NO_CAPS	(1U << 0)
 
 /* Which fields of struct csvfs_setattr are valid. */
 #define CSVFS_SETATTR_MODE	(1U << 0)

@@ -138,6 +138,9 @@ int LowerFs::OpenChild(int dirfd, const std::string& name, UniqueFd* out) {
   return 0;
 }
 
+// The lab's kernel test seam packs the same layout (ATTR_FMT).
+static_assert(sizeof(csvfs_attr) == 96, "update tests/system/seam_responder.py too");
+
 // fd may be O_PATH (no fgetxattr): its /proc/self/fd link names the file.
 // None: ENODATA, or no xattrs at all (ENOTSUP). Any other error counts as
 // "has one": the node then looks for it itself.

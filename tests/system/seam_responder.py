@@ -40,7 +40,7 @@ NLMSG_ERROR = 2
 NLM_F_REQUEST = 1
 NLM_F_ACK = 4
 
-ATTR_FMT = "=QQQqqqIIIIIIIIII"
+ATTR_FMT = "=QQQqqqIIIIIIIIIIII"  # ... generation, flags, padding
 SETATTR_FMT = "=IIIIQqqqIIII"
 STATFS_FMT = "=QQQQQIIII"
 FH_TYPE = 0x5E
@@ -161,7 +161,7 @@ class Store:
                            st.st_atime_ns % 10**9, st.st_mtime_ns % 10**9,
                            st.st_ctime_ns % 10**9, st.st_mode, st.st_nlink,
                            st.st_uid, st.st_gid, st.st_rdev & 0xFFFFFFFF,
-                           st.st_blksize, 0)
+                           st.st_blksize, 0, 0, 0)  # flags 0: nodes look for caps
 
 
 def s(attrs, name):

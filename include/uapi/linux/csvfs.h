@@ -224,6 +224,7 @@ struct csvfs_attr {
 	__u32	blksize;
 	__u32	generation;
 	__u32	flags;		/* CSVFS_ATTR_* */
+	__u32	padding;
 };
 
 /* The file has no security.capability xattr: writes need not look for one. */

@@ -9,6 +9,11 @@
  * superblock and block device exist only for csvfs_layout_verify()'s
  * device-size check. The suite runs at every insmod of csvfs.ko in that
  * kernel; results: /sys/kernel/debug/kunit/csvfs_layout/results.
+ *
+ * KUnit runs a module's suites when the module is coming, before its init
+ * function: csvfs_layout_cache_init() has not run yet, so the suite makes
+ * the extent cache for itself and destroys it again before csvfs_init()
+ * makes the real one.
  */
 #include <kunit/test.h>
 
@@ -21,6 +26,28 @@ struct layout_fixture {
 	struct csvfs_sb_info	sbi;
 	struct block_device	bdev;
 };
+
+static bool layout_test_own_cache;
+
+static int layout_test_suite_init(struct kunit_suite *suite)
+{
+	if (csvfs_lext_cachep)		/* csvfs_init() made it */
+		return 0;
+	csvfs_lext_cachep = KMEM_CACHE(csvfs_lext, 0);
+	if (!csvfs_lext_cachep)
+		return -ENOMEM;
+	layout_test_own_cache = true;
+	return 0;
+}
+
+static void layout_test_suite_exit(struct kunit_suite *suite)
+{
+	if (!layout_test_own_cache)
+		return;
+	kmem_cache_destroy(csvfs_lext_cachep);
+	csvfs_lext_cachep = NULL;
+	layout_test_own_cache = false;
+}
 
 static int layout_test_init(struct kunit *test)
 {
@@ -351,6 +378,8 @@ static struct kunit_case csvfs_layout_cases[] = {
 
 static struct kunit_suite csvfs_layout_suite = {
 	.name = "csvfs_layout",
+	.suite_init = layout_test_suite_init,
+	.suite_exit = layout_test_suite_exit,
 	.init = layout_test_init,
 	.exit = layout_test_exit,
 	.test_cases = csvfs_layout_cases,

@@ -1,7 +1,10 @@
 # Guest-side helpers for tests/system (sourced in a csvlab guest).
 # The seam responder is a TEST SEAM standing in for csvd; see
 # seam_responder.py.
-REPO=/work/main
+# The repository the tests run from (test_kmod.py sets it): its kmod/csvfs.ko
+# is what load_module inserts - under the debug kernel, the lab's stage 1
+# put the debug build there (docs/debug-kernel.md).
+REPO=${REPO:-/work/main}
 DEV=/dev/disk/by-id/virtio-csvlun0
 MNT=/ClusterStorage/V1
 SEAM_ROOT=/tmp/seamroot

@@ -7,6 +7,7 @@ tests/system/seam_responder.py (a stand-in serving a local directory).
 Every test ends by checking the guest kernel log for WARNING/BUG/Oops/lockup.
 """
 import os
+import shlex
 import time
 
 import pytest
@@ -21,7 +22,7 @@ NODE = "node1"
 
 def g(lab, script, timeout=120, check=True):
     """Run a shell script in the guest with tests/system/guest.sh sourced."""
-    cmd = f". {HERE}/guest.sh\n{script}"
+    cmd = f"REPO={shlex.quote(REPO)}\n. {shlex.quote(HERE)}/guest.sh\n{script}"
     res = lab.exec(NODE, cmd, timeout=timeout)
     if check and not res.ok:
         raise AssertionError(f"guest script failed rc={res.rc}:\n{script}\n"

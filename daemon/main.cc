@@ -30,6 +30,16 @@ bool PrivateMountNamespace(std::string* error) {
   return true;
 }
 
+// Earlier builds used /etc/csvfs/{csvd.json,cluster.key}: the legacy file
+// is read, with a warning, while the new default path does not exist.
+void FallBackToLegacy(std::string* path, const char* default_path, const char* legacy_path) {
+  if (*path != default_path || access(path->c_str(), F_OK) == 0 || access(legacy_path, F_OK) != 0)
+    return;
+  std::cerr << "csvd: warning: " << *path << " does not exist; reading " << legacy_path
+            << " (deprecated: move it to " << *path << ")\n";
+  *path = legacy_path;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -53,26 +63,12 @@ int main(int argc, char** argv) {
   (void)foreground;
 
   std::string error;
-  // Earlier builds used /etc/csvfs/{csvd.json,cluster.key}: still
-  // read when the new default is absent, with a warning.
-  if (config_path == csv::core::kDefaultConfigPath && access(config_path.c_str(), F_OK) != 0 &&
-      access(csv::core::kLegacyConfigPath, F_OK) == 0) {
-    std::cerr << "csvd: warning: " << config_path << " does not exist; reading "
-              << csv::core::kLegacyConfigPath << " (deprecated: move it to " << config_path
-              << ")\n";
-    config_path = csv::core::kLegacyConfigPath;
-  }
+  FallBackToLegacy(&config_path, csv::core::kDefaultConfigPath, csv::core::kLegacyConfigPath);
   if (!csv::core::LoadConfig(config_path, &config, &error)) {
     std::cerr << "csvd: " << error << "\n";
     return 2;
   }
-  if (config.key_file == csv::core::kDefaultKeyPath && access(config.key_file.c_str(), F_OK) != 0 &&
-      access(csv::core::kLegacyKeyPath, F_OK) == 0) {
-    std::cerr << "csvd: warning: " << config.key_file << " does not exist; reading "
-              << csv::core::kLegacyKeyPath << " (deprecated: move it to " << config.key_file
-              << ")\n";
-    config.key_file = csv::core::kLegacyKeyPath;
-  }
+  FallBackToLegacy(&config.key_file, csv::core::kDefaultKeyPath, csv::core::kLegacyKeyPath);
   if (!key.empty()) config.key_file = key;
   if (!state_dir.empty()) config.state_dir = state_dir;
   if (!run_dir.empty()) config.run_dir = run_dir;

@@ -1091,11 +1091,12 @@ void Daemon::ProbeTick() {
   }
   // Renew every lease/4 (the tick is no longer): a daemon starved of CPU
   // for less than 3/4 of the lease never lets the kernel's deadline pass.
-  const auto renew = std::chrono::milliseconds(std::max(config_.lease_ms / 4, 1));
-  if (now - last_lease_push_ + kTickSlack >= renew) PushKernelState(true);
+  const int renew_ms = std::max(config_.lease_ms / 4, 1);
+  if (now - last_lease_push_ + kTickSlack >= std::chrono::milliseconds(renew_ms))
+    PushKernelState(true);
   Reconcile();
-  probe_timer_.expires_after(std::chrono::milliseconds(std::min(
-      {config_.path_interval_ms, 250, std::max(config_.lease_ms / 4, 1)})));  // publish quickly
+  probe_timer_.expires_after(std::chrono::milliseconds(
+      std::min({config_.path_interval_ms, 250, renew_ms})));  // publish quickly
   probe_timer_.async_wait([this](boost::system::error_code ec) {
     if (!ec) ProbeTick();
   });

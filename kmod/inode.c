@@ -113,11 +113,9 @@ void csvfs_set_attr(struct inode *inode, const struct csvfs_attr *attr)
 	 * holds only while the coordinator says the file has no capability
 	 * xattr, so a setcap on another node is seen at the next refresh.
 	 */
-	if ((attr->flags & CSVFS_ATTR_NO_CAPS) && !is_sxid(inode->i_mode) &&
-	    (inode->i_sb->s_flags & SB_NOSEC))
-		inode->i_flags |= S_NOSEC;
-	else
-		inode->i_flags &= ~S_NOSEC;
+	inode->i_flags &= ~S_NOSEC;
+	if (attr->flags & CSVFS_ATTR_NO_CAPS)
+		inode_has_no_xattr(inode);	/* S_NOSEC unless set-id */
 	set_nlink(inode, attr->nlink);
 	inode->i_uid = make_kuid(&init_user_ns, attr->uid);
 	inode->i_gid = make_kgid(&init_user_ns, attr->gid);

@@ -86,6 +86,11 @@ struct csvfs_sb_info {
 	unsigned long		lease_until;	/* jiffies */
 	u64			lease_until_real; /* the same, ns of wall clock */
 	bool			lease_set;
+	/*
+	 * Bumped (under csvfs_sb_lock) when every cached layout ends: a new
+	 * coordinator epoch, or a lease that ran out (layout.c).
+	 */
+	unsigned long		layout_era;
 	struct csvfs_io_stat	stats[__CSVFS_PATH_MAX][2];	/* [path][write] */
 	struct proc_dir_entry	*proc;
 };
@@ -124,6 +129,7 @@ struct csvfs_inode {
 	spinlock_t		layout_lock;
 	struct rb_root		extents;	/* struct csvfs_lext */
 	unsigned long		layout_gen;	/* bumped by every drop */
+	unsigned long		layout_era;	/* sbi->layout_era of extents */
 	atomic_t		recalls;	/* recalls in progress */
 	struct delayed_work	commit_work;	/* LAYOUT_COMMIT after writes */
 	/* caching lease (lease.c): lease, lease_epoch under lease_sem */

@@ -14,6 +14,12 @@
  * only then is it inserted - and only if no recall or local invalidation
  * happened since the request was sent (layout_gen), so an answer that
  * crossed a recall on the wire can never resurrect recalled extents.
+ *
+ * Layouts also end all at once (layout_era, bumped by csvfs_volume_state):
+ * with the coordinator epoch that granted them - the next coordinator does
+ * not know them and would free their blocks without a recall - and when
+ * the node's lease ran out, since recalls it missed meanwhile were given
+ * up on. Each inode drops its extents the first time it sees a new era.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -109,21 +115,40 @@ static void csvfs_lext_free_list(struct list_head *freed)
 		kmem_cache_free(csvfs_lext_cachep, le);
 }
 
+/* Drop every extent cached before the volume's current layout era. */
+static void __csvfs_layout_era(struct inode *inode, struct list_head *freed)
+{
+	struct csvfs_inode *ci = CSVFS_I(inode);
+	unsigned long era;
+
+	/* pairs with csvfs_volume_state(): a renewed lease implies its era */
+	smp_rmb();
+	era = READ_ONCE(CSVFS_SB(inode->i_sb)->layout_era);
+	if (likely(ci->layout_era == era))
+		return;
+	__csvfs_layout_remove(ci, 0, U64_MAX, freed);
+	ci->layout_era = era;
+	ci->layout_gen++;
+}
+
 /* Copy out the cached extent that holds pos; false on a miss. */
 bool csvfs_layout_lookup(struct inode *inode, u64 pos,
 			 struct csvfs_extent *out)
 {
 	struct csvfs_inode *ci = CSVFS_I(inode);
 	struct csvfs_lext *le;
+	LIST_HEAD(freed);
 	bool hit = false;
 
 	spin_lock(&ci->layout_lock);
+	__csvfs_layout_era(inode, &freed);
 	le = __csvfs_layout_find(ci, pos);
 	if (le && le->ext.file_offset <= pos) {
 		*out = le->ext;
 		hit = true;
 	}
 	spin_unlock(&ci->layout_lock);
+	csvfs_lext_free_list(&freed);
 	return hit;
 }
 
@@ -205,6 +230,7 @@ static int csvfs_layout_insert(struct inode *inode,
 	}
 
 	spin_lock(&ci->layout_lock);
+	__csvfs_layout_era(inode, &freed);
 	if (ci->layout_gen != gen) {
 		spin_unlock(&ci->layout_lock);
 		ret = -EAGAIN;
@@ -217,10 +243,8 @@ static int csvfs_layout_insert(struct inode *inode,
 		__csvfs_layout_insert(ci, le);
 	}
 	spin_unlock(&ci->layout_lock);
-	csvfs_lext_free_list(&freed);
-	return 0;
-
 out_free:
+	csvfs_lext_free_list(&freed);
 	csvfs_lext_free_list(&fresh);
 	return ret;
 }
@@ -241,14 +265,17 @@ int csvfs_layout_get(struct inode *inode, u64 pos, u64 len)
 	struct csvfs_out_arg *out;
 	struct csvfs_extent *ext;
 	unsigned long gen;
+	LIST_HEAD(freed);
 	int ret, n;
 
 	ext = kvmalloc(size, GFP_NOFS);
 	if (!ext)
 		return -ENOMEM;
 	spin_lock(&ci->layout_lock);
+	__csvfs_layout_era(inode, &freed);
 	gen = ci->layout_gen;
 	spin_unlock(&ci->layout_lock);
+	csvfs_lext_free_list(&freed);
 
 	csvfs_in(&args, CSVFS_A_FH, ci->fh.size, ci->fh.data);
 	csvfs_in(&args, CSVFS_A_OFFSET, sizeof(off), &off);

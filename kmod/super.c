@@ -580,7 +580,8 @@ static void csvfs_inval_work(struct work_struct *work)
 
 /*
  * VOLUME_STATE from the daemon: keep the epoch and the I/O mode; LEASE_MS
- * (0: none left) sets the deadline of direct I/O, counted from now.
+ * (0: none left) sets the deadline of direct I/O, counted from now. A new
+ * epoch or a lease that ran out ends every cached layout (layout.c).
  */
 void csvfs_volume_state(u32 sb_id, u64 epoch, const u32 *io_mode,
 			const u32 *lease_ms)
@@ -591,6 +592,12 @@ void csvfs_volume_state(u32 sb_id, u64 epoch, const u32 *io_mode,
 	list_for_each_entry(sbi, &csvfs_sbs, list) {
 		if (sbi->sb_id != sb_id)
 			continue;
+		if (epoch != sbi->epoch ||
+		    (lease_ms && (!*lease_ms || !csvfs_lease_ok(sbi)))) {
+			WRITE_ONCE(sbi->layout_era, sbi->layout_era + 1);
+			/* the era is seen before the lease that follows it */
+			smp_wmb();
+		}
 		WRITE_ONCE(sbi->epoch, epoch);
 		if (lease_ms) {
 			bool was_ok = csvfs_lease_ok(sbi);

@@ -223,6 +223,28 @@ static void layout_test_stale_generation(struct kunit *test)
 	lt_expect_hit(test, 0, 0, CSVFS_EXT_WRITTEN);
 }
 
+/*
+ * A new layout era (coordinator epoch, lapsed lease) ends every cached
+ * extent, and a reply asked for in the old era is not cached.
+ */
+static void layout_test_era(struct kunit *test)
+{
+	struct layout_fixture *f = test->priv;
+	struct csvfs_extent e = lt_ext(0, LT_MIB, 0, CSVFS_EXT_WRITTEN);
+	unsigned long gen;
+
+	KUNIT_ASSERT_EQ(test, lt_put(test, &e, 1), 0);
+	lt_expect_hit(test, 0, 0, CSVFS_EXT_WRITTEN);
+	gen = lt_gen(test);
+	f->sbi.layout_era++;
+	KUNIT_EXPECT_EQ(test, csvfs_layout_insert(lt_inode(test), &e, 1, gen),
+			-EAGAIN);
+	KUNIT_EXPECT_EQ(test, lt_count(test), 0);
+	lt_expect_miss(test, 0);
+	KUNIT_EXPECT_EQ(test, lt_put(test, &e, 1), 0);	/* asked in the new era */
+	lt_expect_hit(test, 0, 0, CSVFS_EXT_WRITTEN);
+}
+
 /* A newer reply replaces every cached extent it overlaps, whole. */
 static void layout_test_replace(struct kunit *test)
 {
@@ -369,6 +391,7 @@ static struct kunit_case csvfs_layout_cases[] = {
 	KUNIT_CASE(layout_test_lookup),
 	KUNIT_CASE(layout_test_forget),
 	KUNIT_CASE(layout_test_stale_generation),
+	KUNIT_CASE(layout_test_era),
 	KUNIT_CASE(layout_test_replace),
 	KUNIT_CASE(layout_test_delalloc_not_cached),
 	KUNIT_CASE(layout_test_verify),

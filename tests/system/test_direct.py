@@ -251,6 +251,41 @@ def test_recall_on_truncate(cluster):
     assert out.split() == [str(size_mb * 2 << 20), "0"], out
 
 
+def coordinated_by(lab, nid):
+    return all((lambda v: v and v["coordinator"] == nid and v["ready"])(volume(lab, n))
+               for n in NODES)
+
+
+def test_layouts_end_with_the_coordinator_epoch(cluster):
+    """A layout node2 got from one coordinator is not used under the next:
+    the new coordinator knows nothing of it and would free its blocks
+    without a recall. node2 caches f5's layout from node1; the volume moves
+    to node3; node3 truncates f5 to 0, gives the freed blocks to g5 (a known
+    pattern) and grows f5 back (holes); node2 overwrites f5 with O_DIRECT.
+    g5 must keep its pattern and f5 must hold node2's data."""
+    lab = cluster
+    size_mb = 16
+    f, g = f"{MNT}/f5", f"{MNT}/g5"
+    sh(lab, "node2", f"dd if=/dev/zero of={f} bs=1M count={size_mb} oflag=direct status=none "
+                     f"&& dd if={f} of=/dev/null bs=1M iflag=direct status=none")
+    try:
+        sh(lab, "node1", f"{CTL} move {VOL} 3 --wait 120", timeout=180)
+        wait_for(lambda: coordinated_by(lab, 3), 120, "node3 coordinating, ready everywhere")
+        sh(lab, "node3", f"truncate -s 0 {f} && xfs_io -f -d -c "
+                         f"'pwrite -S 0x5a -b 1m 0 {size_mb * 2}m' {g} >/dev/null && "
+                         f"truncate -s {size_mb}m {f}")
+        want = sh(lab, "node2", f"head -c {size_mb << 20} /dev/urandom > /tmp/f5 && "
+                                f"dd if=/tmp/f5 of={f} bs=1M conv=notrunc oflag=direct "
+                                "status=none && sha256sum < /tmp/f5").split()[0]
+        out = sh(lab, "node1", f"dd if={g} iflag=direct bs=1M status=none | wc -c; "
+                               f"dd if={g} iflag=direct bs=1M status=none | tr -d 'Z' | wc -c; "
+                               f"sha256sum < {f}")
+        assert out.split() == [str(size_mb * 2 << 20), "0", want, "-"], out
+    finally:
+        sh(lab, "node1", f"{CTL} move {VOL} 1 --wait 120", timeout=180)
+        wait_for(lambda: coordinated_by(lab, 1), 120, "node1 coordinating, ready everywhere")
+
+
 def test_direct_write_mtime_seen_while_open(cluster):
     """A file written directly and kept open (a VM image) shows its new
     mtime on other nodes within seconds, not only after close."""

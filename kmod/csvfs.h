@@ -4,6 +4,7 @@
  *
  * Lock order (outermost first):
  *   VFS locks (i_rwsem of directories, then of files; folio lock)
+ *   csvfs_sb_info.drain_mutex        (recall of all layouts; no I/O lock)
  *     csvfs_sb_lock                  (mount list, superblock ids)
  *     csvfs_daemon_lock              (registered daemon)
  *       csvfs_req_lock               (request table)
@@ -87,10 +88,21 @@ struct csvfs_sb_info {
 	u64			lease_until_real; /* the same, ns of wall clock */
 	bool			lease_set;
 	/*
-	 * Bumped (under csvfs_sb_lock) when every cached layout ends: a new
-	 * coordinator epoch, or a lease that ran out (layout.c).
+	 * Bumped when every cached layout ends: a new coordinator recalled
+	 * them all (LAYOUT_RECALL_ALL), a new daemon registered, or the lease
+	 * ran out (layout.c).
 	 */
-	unsigned long		layout_era;
+	atomic_long_t		layout_era;
+	unsigned long		lease_lapses;	/* renewals after the deadline */
+	/*
+	 * Direct I/O that may use a cached layout, counted from the lookup
+	 * until its last device bio completes, in dio_count[drain_idx at its
+	 * start]; a recall of all layouts flips drain_idx and waits for the
+	 * old count (direct.c, csvfs_layout_drain; drain_mutex serialises).
+	 */
+	atomic_t		dio_count[2];
+	unsigned int		drain_idx;
+	struct mutex		drain_mutex;
 	struct csvfs_io_stat	stats[__CSVFS_PATH_MAX][2];	/* [path][write] */
 	struct proc_dir_entry	*proc;
 };
@@ -255,6 +267,7 @@ struct super_block *csvfs_sb_get(u32 sb_id);
 bool csvfs_sb_volume(u32 sb_id, char *buf);
 void csvfs_volume_state(u32 sb_id, u64 epoch, const u32 *io_mode,
 			const u32 *lease_ms);
+void csvfs_layouts_end_everywhere(void);
 void csvfs_invalidate(u32 sb_id, u32 flags, const struct csvfs_handle *fh,
 		      const struct csvfs_handle *parent, const char *name);
 
@@ -296,6 +309,8 @@ int csvfs_layout_commit(struct inode *inode);
 void csvfs_layout_dirty(struct inode *inode);
 int csvfs_layout_recall(u64 req_id, u32 sb_id, const struct csvfs_handle *fh,
 			u64 offset, u64 length);
+int csvfs_layout_recall_all(u64 req_id, u32 sb_id);
+void csvfs_layouts_end(struct csvfs_sb_info *sbi);
 
 /* lease.c */
 void csvfs_lease_init(struct csvfs_inode *ci);
@@ -323,5 +338,6 @@ void csvfs_direct_exit(void);
 bool csvfs_direct_ok(struct kiocb *iocb, struct iov_iter *iter);
 ssize_t csvfs_dio_read(struct kiocb *iocb, struct iov_iter *to);
 ssize_t csvfs_dio_write(struct kiocb *iocb, struct iov_iter *from);
+int csvfs_layout_drain(struct csvfs_sb_info *sbi);
 
 #endif /* _CSVFS_H */

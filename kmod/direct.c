@@ -35,6 +35,7 @@ struct csvfs_bio {
 	struct work_struct	work;
 	ktime_t			start;		/* for the latency counters */
 	int			error;		/* of the failed submission */
+	unsigned int		drain_idx;	/* counted in sbi->dio_count[] */
 	struct bio		bio;		/* last: bio_set front_pad */
 };
 
@@ -49,6 +50,57 @@ static bool csvfs_block_redirected(struct csvfs_sb_info *sbi)
 	       time_before(jiffies, READ_ONCE(sbi->path_failed_until));
 }
 
+/*
+ * Direct I/O that may use cached layouts is counted, from before the layout
+ * lookup until its last device bio completed, so that a new coordinator's
+ * recall of all layouts can wait for it (csvfs_layout_drain). Bios that go
+ * block-redirected are not counted: the coordinator checks those itself,
+ * and they wait for it.
+ */
+static unsigned int csvfs_dio_enter(struct csvfs_sb_info *sbi)
+{
+	unsigned int idx = READ_ONCE(sbi->drain_idx);
+
+	atomic_inc(&sbi->dio_count[idx]);
+	/* pairs with csvfs_layout_drain(): counted before the era is read */
+	smp_mb__after_atomic();
+	return idx;
+}
+
+static void csvfs_dio_exit(struct csvfs_sb_info *sbi, unsigned int idx)
+{
+	if (atomic_dec_and_test(&sbi->dio_count[idx]))
+		wake_up_var(&sbi->dio_count[idx]);
+}
+
+/*
+ * LAYOUT_RECALL_ALL: end every cached layout and wait until no direct I/O
+ * that looked one up before is left. New I/O is counted in the other slot;
+ * drain_mutex keeps a second recall from flipping back meanwhile.
+ */
+int csvfs_layout_drain(struct csvfs_sb_info *sbi)
+{
+	unsigned int old;
+	long left;
+
+	mutex_lock(&sbi->drain_mutex);
+	csvfs_layouts_end(sbi);
+	old = sbi->drain_idx;
+	smp_wmb();	/* the new era before the new slot */
+	WRITE_ONCE(sbi->drain_idx, !old);
+	smp_mb();	/* pairs with csvfs_dio_enter() */
+	left = wait_var_event_timeout(&sbi->dio_count[old],
+				      !atomic_read(&sbi->dio_count[old]),
+				      sbi->timeout);
+	mutex_unlock(&sbi->drain_mutex);
+	if (!left) {
+		csvfs_warn(sbi->sb, "direct I/O still in flight after %lu s",
+			   sbi->timeout / HZ);
+		return -ETIMEDOUT;
+	}
+	return 0;
+}
+
 /* Whether this O_DIRECT I/O may take the direct path. */
 bool csvfs_direct_ok(struct kiocb *iocb, struct iov_iter *iter)
 {
@@ -60,7 +112,15 @@ bool csvfs_direct_ok(struct kiocb *iocb, struct iov_iter *iter)
 	if (!(iocb->ki_flags & IOCB_DIRECT) ||
 	    sbi->redirect == CSVFS_IO_FILE_REDIRECTED)
 		return false;
-	if (mode != CSVFS_IO_DIRECT && mode != CSVFS_IO_BLOCK_REDIRECTED)
+	/*
+	 * Paused (a move or failover; without quorum there is no lease):
+	 * cached layouts stay valid until the next coordinator recalls them
+	 * all, so I/O they map goes on; anything else waits for it.
+	 */
+	if (mode == CSVFS_IO_PAUSED && csvfs_block_redirected(sbi))
+		return false;
+	if (mode != CSVFS_IO_DIRECT && mode != CSVFS_IO_BLOCK_REDIRECTED &&
+	    mode != CSVFS_IO_PAUSED)
 		return false;
 	if (!csvfs_lease_ok(sbi))
 		return false;
@@ -72,33 +132,26 @@ bool csvfs_direct_ok(struct kiocb *iocb, struct iov_iter *iter)
 
 /* iomap */
 
-static int csvfs_iomap_begin(struct inode *inode, loff_t pos, loff_t length,
-			     unsigned int flags, struct iomap *iomap,
-			     struct iomap *srcmap)
+/* Describe the cached extent e for an I/O at pos; -ENOTBLK: redirect it. */
+static int csvfs_iomap_fill(struct inode *inode, loff_t pos,
+			    unsigned int flags, const struct csvfs_extent *e,
+			    struct iomap *iomap)
 {
 	struct csvfs_sb_info *sbi = CSVFS_SB(inode->i_sb);
-	struct csvfs_extent e;
 	u64 end, limit;
 
-	if (!csvfs_layout_lookup(inode, pos, &e)) {
-		if (flags & IOMAP_NOWAIT)
-			return -EAGAIN;
-		if (csvfs_layout_get(inode, pos, length) ||
-		    !csvfs_layout_lookup(inode, pos, &e))
-			return -ENOTBLK;
-	}
 	iomap->bdev = sbi->bdev;
 	iomap->flags = 0;
-	iomap->offset = e.file_offset;
-	iomap->length = e.length;
-	switch (e.state) {
+	iomap->offset = e->file_offset;
+	iomap->length = e->length;
+	switch (e->state) {
 	case CSVFS_EXT_WRITTEN:
 		iomap->type = IOMAP_MAPPED;
-		iomap->addr = e.dev_offset;
+		iomap->addr = e->dev_offset;
 		break;
 	case CSVFS_EXT_UNWRITTEN:
 		iomap->type = IOMAP_UNWRITTEN;
-		iomap->addr = e.dev_offset;
+		iomap->addr = e->dev_offset;
 		break;
 	case CSVFS_EXT_HOLE:
 		iomap->type = IOMAP_HOLE;
@@ -115,15 +168,59 @@ static int csvfs_iomap_begin(struct inode *inode, loff_t pos, loff_t length,
 		return -ENOTBLK;
 	limit = round_down(i_size_read(inode),
 			   bdev_logical_block_size(sbi->bdev));
-	end = min_t(u64, e.file_offset + e.length, limit);
+	end = min_t(u64, e->file_offset + e->length, limit);
 	if (end <= pos)
 		return -ENOTBLK;
-	iomap->length = end - e.file_offset;
+	iomap->length = end - e->file_offset;
+	return 0;
+}
+
+/*
+ * Counted (csvfs_dio_enter) from before the lookup to csvfs_iomap_end; the
+ * count is dropped while LAYOUT_GET waits, which may be for a coordinator.
+ */
+static int csvfs_iomap_begin(struct inode *inode, loff_t pos, loff_t length,
+			     unsigned int flags, struct iomap *iomap,
+			     struct iomap *srcmap)
+{
+	struct csvfs_sb_info *sbi = CSVFS_SB(inode->i_sb);
+	struct csvfs_extent e;
+	unsigned int idx;
+	int ret;
+
+	idx = csvfs_dio_enter(sbi);
+	if (!csvfs_layout_lookup(inode, pos, &e)) {
+		csvfs_dio_exit(sbi, idx);
+		if (flags & IOMAP_NOWAIT)
+			return -EAGAIN;
+		if (csvfs_layout_get(inode, pos, length))
+			return -ENOTBLK;
+		idx = csvfs_dio_enter(sbi);
+		if (!csvfs_layout_lookup(inode, pos, &e)) {
+			csvfs_dio_exit(sbi, idx);
+			return -ENOTBLK;
+		}
+	}
+	ret = csvfs_iomap_fill(inode, pos, flags, &e, iomap);
+	if (ret) {
+		csvfs_dio_exit(sbi, idx);
+		return ret;
+	}
+	iomap->private = (void *)(uintptr_t)idx;
+	return 0;
+}
+
+static int csvfs_iomap_end(struct inode *inode, loff_t pos, loff_t length,
+			   ssize_t written, unsigned int flags,
+			   struct iomap *iomap)
+{
+	csvfs_dio_exit(CSVFS_SB(inode->i_sb), (uintptr_t)iomap->private);
 	return 0;
 }
 
 static const struct iomap_ops csvfs_iomap_ops = {
 	.iomap_begin	= csvfs_iomap_begin,
+	.iomap_end	= csvfs_iomap_end,
 };
 
 /* block-level redirect */
@@ -220,6 +317,7 @@ static void csvfs_dio_bio_end_io(struct bio *bio)
 {
 	struct csvfs_bio *cb = container_of(bio, struct csvfs_bio, bio);
 
+	csvfs_dio_exit(cb->sbi, cb->drain_idx);
 	if (likely(!bio->bi_status)) {
 		csvfs_count(cb->sbi, CSVFS_PATH_DIRECT, op_is_write(bio_op(bio)),
 			    cb->iter.bi_size, cb->start);
@@ -247,6 +345,9 @@ static void csvfs_dio_submit_io(const struct iomap_iter *iter,
 		csvfs_bio_redirect(cb);
 		return;
 	}
+	/* the iteration's count is held: no barrier needed here */
+	cb->drain_idx = (uintptr_t)iter->iomap.private;
+	atomic_inc(&cb->sbi->dio_count[cb->drain_idx]);
 	submit_bio(bio);
 }
 

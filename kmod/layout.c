@@ -15,11 +15,14 @@
  * happened since the request was sent (layout_gen), so an answer that
  * crossed a recall on the wire can never resurrect recalled extents.
  *
- * Layouts also end all at once (layout_era, bumped by csvfs_volume_state):
- * with the coordinator epoch that granted them - the next coordinator does
- * not know them and would free their blocks without a recall - and when
- * the node's lease ran out, since recalls it missed meanwhile were given
- * up on. Each inode drops its extents the first time it sees a new era.
+ * Layouts also end all at once (layout_era): when a new coordinator recalls
+ * them all before it serves (it does not know which ones the old one
+ * handed out, and would free their blocks without a recall), when a new
+ * daemon registers, and when the node's lease ran out, since recalls sent
+ * meanwhile were given up on. Until a new coordinator's recall, layouts
+ * stay usable: direct I/O goes on while the volume is paused for a move or
+ * a failover. Each inode drops its extents the first time it sees a new
+ * era.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -123,7 +126,7 @@ static void __csvfs_layout_era(struct inode *inode, struct list_head *freed)
 
 	/* pairs with csvfs_volume_state(): a renewed lease implies its era */
 	smp_rmb();
-	era = READ_ONCE(CSVFS_SB(inode->i_sb)->layout_era);
+	era = atomic_long_read(&CSVFS_SB(inode->i_sb)->layout_era);
 	if (likely(ci->layout_era == era))
 		return;
 	__csvfs_layout_remove(ci, 0, U64_MAX, freed);
@@ -359,12 +362,19 @@ static void csvfs_commit_work(struct work_struct *work)
 	csvfs_layout_commit(&ci->vfs_inode);
 }
 
+/* End every cached layout of the volume; inodes drop theirs lazily. */
+void csvfs_layouts_end(struct csvfs_sb_info *sbi)
+{
+	atomic_long_inc(&sbi->layout_era);
+}
+
 /* layout recall */
 
 struct csvfs_recall {
 	struct work_struct	work;
 	u64			req_id;		/* the daemon's, for the REPLY */
 	u32			sb_id;
+	bool			all;		/* LAYOUT_RECALL_ALL: no fh */
 	u64			offset;
 	u64			length;
 	struct csvfs_handle	fh;
@@ -391,16 +401,20 @@ static void csvfs_recall_work(struct work_struct *work)
 					       work);
 	struct super_block *sb = csvfs_sb_get(rc->sb_id);
 	struct inode *inode;
+	int ret = 0;
 
-	if (sb) {
+	if (sb && rc->all) {
+		ret = csvfs_layout_drain(CSVFS_SB(sb));
+	} else if (sb) {
 		inode = csvfs_ilookup(sb, &rc->fh);
 		if (inode) {
 			csvfs_recall_inode(inode, rc->offset, rc->length);
 			iput(inode);
 		}
-		deactivate_super(sb);
 	}
-	csvfs_reply_daemon(rc->req_id, rc->sb_id, 0);
+	if (sb)
+		deactivate_super(sb);
+	csvfs_reply_daemon(rc->req_id, rc->sb_id, ret);
 	kfree(rc);
 }
 
@@ -419,6 +433,22 @@ int csvfs_layout_recall(u64 req_id, u32 sb_id, const struct csvfs_handle *fh,
 	rc->offset = offset;
 	rc->length = length;
 	rc->fh = *fh;
+	csvfs_queue_work(&rc->work);
+	return 0;
+}
+
+/* Called by the LAYOUT_RECALL_ALL handler under genl_mutex: defer it. */
+int csvfs_layout_recall_all(u64 req_id, u32 sb_id)
+{
+	struct csvfs_recall *rc;
+
+	rc = kzalloc(sizeof(*rc), GFP_KERNEL);
+	if (!rc)
+		return -ENOMEM;
+	INIT_WORK(&rc->work, csvfs_recall_work);
+	rc->req_id = req_id;
+	rc->sb_id = sb_id;
+	rc->all = true;
 	csvfs_queue_work(&rc->work);
 	return 0;
 }

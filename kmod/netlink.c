@@ -99,6 +99,7 @@ static int csvfs_nl_hello(struct sk_buff *skb, struct genl_info *info)
 	}
 
 	csvfs_daemon_set(info->snd_portid);
+	csvfs_layouts_end_everywhere();
 	pr_info("daemon registered (port %u)\n", info->snd_portid);
 	return 0;
 }
@@ -265,6 +266,22 @@ out:
 }
 
 /*
+ * CSVFS_CMD_LAYOUT_RECALL_ALL: REQ_ID, SB_ID. Answered later, once direct
+ * I/O that may still use a layout of the volume has reached the device.
+ */
+static int csvfs_nl_layout_recall_all(struct sk_buff *skb,
+				      struct genl_info *info)
+{
+	if (!csvfs_from_daemon(info))
+		return -EPERM;
+	if (GENL_REQ_ATTR_CHECK(info, CSVFS_A_REQ_ID) ||
+	    GENL_REQ_ATTR_CHECK(info, CSVFS_A_SB_ID))
+		return -EINVAL;
+	return csvfs_layout_recall_all(nla_get_u64(info->attrs[CSVFS_A_REQ_ID]),
+				       nla_get_u32(info->attrs[CSVFS_A_SB_ID]));
+}
+
+/*
  * CSVFS_CMD_LEASE_BREAK: REQ_ID, SB_ID, FH, LEASE (the level we may keep).
  * Answered later with a REPLY of the same REQ_ID, once the page cache is
  * written back and, for LEASE_NONE, dropped (never under genl_mutex).
@@ -352,6 +369,11 @@ static const struct genl_small_ops csvfs_genl_ops[] = {
 	{
 		.cmd	= CSVFS_CMD_LEASE_BREAK,
 		.doit	= csvfs_nl_lease_break,
+		.flags	= GENL_ADMIN_PERM,
+	},
+	{
+		.cmd	= CSVFS_CMD_LAYOUT_RECALL_ALL,
+		.doit	= csvfs_nl_layout_recall_all,
 		.flags	= GENL_ADMIN_PERM,
 	},
 };

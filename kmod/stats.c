@@ -55,8 +55,9 @@ static int csvfs_stats_show(struct seq_file *m, void *v)
 		   csvfs_mode_names[mode] : "unknown");
 	seq_printf(m, "node_lease %s\n", csvfs_lease_ok(sbi) ? "valid" :
 		   "expired");
-	/* bumped when cached layouts end: new epoch, lease ran out */
-	seq_printf(m, "layout_era %lu\n", READ_ONCE(sbi->layout_era));
+	/* bumped when cached layouts end (layout.c) */
+	seq_printf(m, "layout_era %ld\nlease_lapses %lu\n",
+		   atomic_long_read(&sbi->layout_era), READ_ONCE(sbi->lease_lapses));
 	/* when direct I/O stops unless renewed (a test compares stamps) */
 	if (READ_ONCE(sbi->lease_set)) {
 		u64 sec = READ_ONCE(sbi->lease_until_real);

@@ -397,6 +397,7 @@ static int csvfs_get_tree(struct fs_context *fc)
 	if (!sbi)
 		return -ENOMEM;
 	INIT_LIST_HEAD(&sbi->list);
+	mutex_init(&sbi->drain_mutex);
 	strscpy(sbi->volume, ctx->volume, sizeof(sbi->volume));
 	sbi->timeout = ctx->timeout * HZ;
 	sbi->attr_timeout = msecs_to_jiffies(ctx->attr_timeout_ms);
@@ -580,8 +581,8 @@ static void csvfs_inval_work(struct work_struct *work)
 
 /*
  * VOLUME_STATE from the daemon: keep the epoch and the I/O mode; LEASE_MS
- * (0: none left) sets the deadline of direct I/O, counted from now. A new
- * epoch or a lease that ran out ends every cached layout (layout.c).
+ * (0: none left) sets the deadline of direct I/O, counted from now. A lease
+ * that ran out ends every cached layout (layout.c).
  */
 void csvfs_volume_state(u32 sb_id, u64 epoch, const u32 *io_mode,
 			const u32 *lease_ms)
@@ -592,9 +593,11 @@ void csvfs_volume_state(u32 sb_id, u64 epoch, const u32 *io_mode,
 	list_for_each_entry(sbi, &csvfs_sbs, list) {
 		if (sbi->sb_id != sb_id)
 			continue;
-		if (epoch != sbi->epoch ||
-		    (lease_ms && (!*lease_ms || !csvfs_lease_ok(sbi)))) {
-			WRITE_ONCE(sbi->layout_era, sbi->layout_era + 1);
+		if (lease_ms && (!*lease_ms || !csvfs_lease_ok(sbi))) {
+			if (*lease_ms)
+				WRITE_ONCE(sbi->lease_lapses,
+					   sbi->lease_lapses + 1);
+			csvfs_layouts_end(sbi);
 			/* the era is seen before the lease that follows it */
 			smp_wmb();
 		}
@@ -617,6 +620,20 @@ void csvfs_volume_state(u32 sb_id, u64 epoch, const u32 *io_mode,
 			WRITE_ONCE(sbi->io_mode, *io_mode);
 		}
 	}
+	mutex_unlock(&csvfs_sb_lock);
+}
+
+/*
+ * A daemon registered: it knows nothing of the layouts its predecessor's
+ * coordinators handed out, and none of them will recall them.
+ */
+void csvfs_layouts_end_everywhere(void)
+{
+	struct csvfs_sb_info *sbi;
+
+	mutex_lock(&csvfs_sb_lock);
+	list_for_each_entry(sbi, &csvfs_sbs, list)
+		csvfs_layouts_end(sbi);
 	mutex_unlock(&csvfs_sb_lock);
 }
 

@@ -108,6 +108,7 @@ const std::array<CommandSpec, CSVFS_CMD_MAX + 1>& Commands() {
     def(CSVFS_CMD_VOLUME_STATE, "VOLUME_STATE",
         {CSVFS_A_EPOCH, CSVFS_A_IO_MODE, CSVFS_A_MODE_REASON, CSVFS_A_LEASE_MS});
     def(CSVFS_CMD_PATH_ERROR, "PATH_ERROR", {CSVFS_A_DEV_OFFSET, CSVFS_A_LENGTH, CSVFS_A_ERRNO});
+    def(CSVFS_CMD_LAYOUT_RECALL_ALL, "LAYOUT_RECALL_ALL", {});
     return t;
   }();
   return table;

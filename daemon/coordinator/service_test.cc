@@ -664,6 +664,24 @@ TEST_F(ServiceTest, TruncateByAnotherNodeRecallsLayouts) {
   EXPECT_EQ(calls_.To(CSVFS_CMD_LAYOUT_RECALL), (std::vector<uint32_t>{2, 3}));
 }
 
+// XFS frees a file without links at its last close, at unmount or in log
+// recovery, with no request that could recall a layout first: so none is
+// handed out; its I/O goes through the coordinator.
+TEST_F(ServiceTest, NoLayoutForAFileWithoutLinks) {
+  auto [f, id] = Create(root_, "doomed");
+  ASSERT_EQ(Write(f, id, 0, Pattern(65536, 4)), 0);
+  ASSERT_EQ(Do(Named(CSVFS_CMD_UNLINK, root_, "doomed"), 1).error(), 0);
+  Message m = OnFh(CSVFS_CMD_LAYOUT_GET, f);
+  m.PutU64(CSVFS_A_OFFSET, 0)
+      .PutU64(CSVFS_A_LENGTH, 65536)
+      .PutU32(CSVFS_A_LAYOUT_IOMODE, CSVFS_LAYOUT_RW);
+  Message r = Do(m, 2);
+  EXPECT_EQ(r.error(), -ESTALE);
+  EXPECT_FALSE(r.Has(CSVFS_A_EXTENTS));
+  // the open file is still read and written through the coordinator
+  ASSERT_EQ(Write(f, id, 0, Pattern(4096, 5)), 0);
+}
+
 TEST_F(ServiceTest, RedirectedWriteIntoAHoleRecallsHoleLayouts) {
   auto [f, id] = Create(root_, "holes");
   ASSERT_EQ(Write(f, id, 0, Pattern(4096, 1)), 0);

@@ -99,6 +99,14 @@ int ServiceImpl::LayoutGet(Call& c) {
   if (int err = OpenFhKey(c, O_PATH, &path, &key, &st)) return err;
   if (int err = ReopenRegular(key, st, O_RDONLY, &fd, &direct)) return err;
   if (!layout_gate_.TryEnterShared(key)) return -EAGAIN;  // being recalled
+  // A file without links is freed by XFS itself (last close, unmount, log
+  // recovery) with no recall first: never hand out its blocks. Checked
+  // inside the gate, which an unlink holds across its recall.
+  struct stat now {};
+  if (::fstat(fd.get(), &now) != 0 || now.st_nlink == 0) {
+    layout_gate_.LeaveShared(key);
+    return -ESTALE;
+  }
   std::vector<csvfs_extent> extents;
   int err = MapExtents(fd.get(), want, iomode, &extents);
   if (err == 0 && !extents.empty()) {

@@ -10,7 +10,9 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -84,6 +86,7 @@ bool IsClientRequest(int cmd) {
     case CSVFS_CMD_HELLO:
     case CSVFS_CMD_REPLY:
     case CSVFS_CMD_LAYOUT_RECALL:
+    case CSVFS_CMD_LAYOUT_RECALL_ALL:
     case CSVFS_CMD_LEASE_BREAK:
     case CSVFS_CMD_INVALIDATE:
     case CSVFS_CMD_VOLUME_STATE:
@@ -415,9 +418,9 @@ void Daemon::OpenService(const std::string& name, uint64_t epoch) {
     std::shared_ptr<coord::Service> svc = coord::Service::Open(opts, &error);
     asio::post(io_, [this, name, epoch, svc, error, start] {
       Local& lv = locals_[name];
-      lv.busy = false;
       const VolumeState* v = state_.volume(name);
       if (!svc) {
+        lv.busy = false;
         VLOG(kError, name, epoch) << "cannot serve: " << error;
         StateMsg m;
         m.type = MsgType::kOpenFailed;
@@ -427,14 +430,83 @@ void Daemon::OpenService(const std::string& name, uint64_t epoch) {
         return;
       }
       double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-      VLOG(kInfo, name, epoch) << "serving (mounted in " << static_cast<int>(ms) << " ms)";
-      lv.service = svc;
-      lv.served_epoch = 0;  // READY goes out in Reconcile
+      VLOG(kInfo, name, epoch) << "mounted in " << static_cast<int>(ms) << " ms";
       if (!v || v->coordinator != self_ || v->epoch != epoch)
         VLOG(kInfo, name, epoch) << "role changed while mounting";
-      Reconcile();
+      RecallAllLayouts(name, epoch, [this, name, epoch, svc, start] {
+        Local& lr = locals_[name];
+        lr.busy = false;
+        double total = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+        VLOG(kInfo, name, epoch) << "serving (" << static_cast<int>(total) << " ms)";
+        lr.service = svc;
+        lr.served_epoch = 0;  // READY goes out in Reconcile
+        Reconcile();
+      });
     });
   });
+}
+
+// Before a new coordinator serves: every member's kernel ends the layouts
+// it holds from earlier coordinators (this one knows nothing of them and
+// would free their blocks without a recall) and drains the direct I/O that
+// uses them. Until then those nodes' direct I/O goes on through the pause.
+// A member that does not answer is waited for like any recall (its lease
+// runs out meanwhile); a node that joins later holds none: its kernel ended
+// them when its lease ran out or its daemon registered.
+void Daemon::RecallAllLayouts(const std::string& name, uint64_t epoch, std::function<void()> done) {
+  struct Round {
+    explicit Round(asio::io_context& io) : timer(io) {}
+    std::set<NodeId> pending;
+    std::function<void()> done;
+    asio::steady_timer timer;
+    Clock::time_point start = Clock::now();
+  };
+  auto round = std::make_shared<Round>(io_);
+  round->done = std::move(done);
+  const auto& members = state_.members();
+  round->pending.insert(members.begin(), members.end());
+  auto finish = [this, name, epoch, round](const char* how) {
+    if (!round->done) return;
+    round->timer.cancel();
+    double ms = std::chrono::duration<double, std::milli>(Clock::now() - round->start).count();
+    VLOG(kInfo, name, epoch) << "layouts of earlier coordinators " << how << " ("
+                             << static_cast<int>(ms) << " ms)";
+    auto done_now = std::move(round->done);
+    round->done = nullptr;
+    done_now();
+  };
+  if (round->pending.empty()) {
+    finish("ended: no member");
+    return;
+  }
+  // Like any recall, an unanswered one ends when the node's lease has run
+  // out (call_timeout_ms is longer than any lease).
+  round->timer.expires_after(std::chrono::milliseconds(config_.call_timeout_ms));
+  round->timer.async_wait([this, name, epoch, round, finish](boost::system::error_code ec) {
+    if (ec || !round->done) return;
+    std::string nodes;
+    for (NodeId n : round->pending) nodes += " " + std::to_string(n);
+    VLOG(kWarning, name, epoch) << "no answer to the recall of all layouts from node(s)" << nodes;
+    finish("ended, some nodes timed out");
+  });
+  auto answered = [this, name, epoch, round, finish](NodeId node, const abi::Message& r) {
+    if (r.error() != 0)
+      VLOG(kWarning, name, epoch) << "node " << node
+                                  << " did not end its layouts: " << std::strerror(-r.error());
+    round->pending.erase(node);
+    if (round->pending.empty()) finish("ended on every node");
+  };
+  for (NodeId node : std::vector<NodeId>(round->pending.begin(), round->pending.end())) {
+    abi::Message m(CSVFS_CMD_LAYOUT_RECALL_ALL);
+    m.PutU64(CSVFS_A_REQ_ID, next_seq_++).PutString(CSVFS_A_VOLUME, name);
+    if (node == self_) {
+      CallKernel(name, m, [answered, node](abi::Message r) { answered(node, r); });
+      continue;
+    }
+    peers_->Call(node, m, [answered, node, m](std::optional<abi::Message> r) {
+      answered(node, r ? *r : abi::MakeReply(m, -ETIMEDOUT));
+    });
+  }
 }
 
 void Daemon::CloseService(const std::string& name) {
@@ -701,8 +773,9 @@ void Daemon::ServeLocally(const std::string& volume, uint64_t epoch, abi::Messag
 void Daemon::OnPeerRequest(NodeId from, abi::Message request, PeerNet::Reply reply) {
   switch (request.cmd()) {
     case CSVFS_CMD_LAYOUT_RECALL:
+    case CSVFS_CMD_LAYOUT_RECALL_ALL:
     case CSVFS_CMD_LEASE_BREAK:
-      // The kernel drops the layout and drains its direct I/O, or flushes
+      // The kernel drops the layout(s) and drains its direct I/O, or flushes
       // and invalidates its page cache, before it answers.
       if (auto volume = request.GetString(CSVFS_A_VOLUME)) {
         CallKernel(std::string(*volume), std::move(request), std::move(reply));
@@ -1092,8 +1165,17 @@ void Daemon::ProbeTick() {
   // Renew every lease/4 (the tick is no longer): a daemon starved of CPU
   // for less than 3/4 of the lease never lets the kernel's deadline pass.
   const int renew_ms = std::max(config_.lease_ms / 4, 1);
-  if (now - last_lease_push_ + kTickSlack >= std::chrono::milliseconds(renew_ms))
+  if (now - last_lease_push_ + kTickSlack >= std::chrono::milliseconds(renew_ms)) {
+    // A renewal later than lease_ms let the kernel's lease run out: it
+    // stopped direct I/O and dropped its layouts. Say so: it is the
+    // daemon's loop that was held up (CPU starvation, a slow Corosync).
+    auto late = std::chrono::duration_cast<std::chrono::milliseconds>(now - last_lease_push_);
+    if (kernel_ && !sb_volumes_.empty() && last_lease_push_ != Clock::time_point{} &&
+        late.count() > config_.lease_ms)
+      LOG(kWarning) << "lease renewed " << late.count() << " ms after the last one (lease "
+                    << config_.lease_ms << " ms): the kernel's lease ran out meanwhile";
     PushKernelState(true);
+  }
   Reconcile();
   probe_timer_.expires_after(std::chrono::milliseconds(
       std::min({config_.path_interval_ms, 250, renew_ms})));  // publish quickly

@@ -106,6 +106,7 @@ class Daemon {
   void AfterChange(const ApplyResult& r);
   void Reconcile();
   void OpenService(const std::string& name, uint64_t epoch);
+  void RecallAllLayouts(const std::string& name, uint64_t epoch, std::function<void()> done);
   void CloseService(const std::string& name);
   void PersistVolumes();
   void LoadVolumes();

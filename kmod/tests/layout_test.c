@@ -224,7 +224,7 @@ static void layout_test_stale_generation(struct kunit *test)
 }
 
 /*
- * A new layout era (coordinator epoch, lapsed lease) ends every cached
+ * A new layout era (recall of all layouts, lapsed lease) ends every cached
  * extent, and a reply asked for in the old era is not cached.
  */
 static void layout_test_era(struct kunit *test)
@@ -236,7 +236,7 @@ static void layout_test_era(struct kunit *test)
 	KUNIT_ASSERT_EQ(test, lt_put(test, &e, 1), 0);
 	lt_expect_hit(test, 0, 0, CSVFS_EXT_WRITTEN);
 	gen = lt_gen(test);
-	f->sbi.layout_era++;
+	csvfs_layouts_end(&f->sbi);
 	KUNIT_EXPECT_EQ(test, csvfs_layout_insert(lt_inode(test), &e, 1, gen),
 			-EAGAIN);
 	KUNIT_EXPECT_EQ(test, lt_count(test), 0);

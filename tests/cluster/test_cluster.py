@@ -9,11 +9,15 @@ import signal
 import socket
 import struct
 import subprocess
+import re
 import time
 
 from cluster import CSVIO, PORT, run, wait_for
 
 VOL = "Volume1"
+HEADER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "include",
+                      "uapi", "linux", "csvfs.h")
+ABI_VERSION = int(re.search(r"#define CSVFS_ABI_VERSION\s+(\d+)", open(HEADER).read()).group(1))
 
 
 def coordinator(c):
@@ -234,7 +238,7 @@ def test_wrong_key_and_non_member_refused(cluster):
     assert r.stdout.strip() == "600"
 
 
-def frame(cmd, attrs=b"", magic=0x43535631, version=1, length=None):
+def frame(cmd, attrs=b"", magic=0x43535631, version=ABI_VERSION, length=None):
     return struct.pack("<IIBBH", magic, len(attrs) if length is None else length, cmd,
                        version, 0) + attrs
 

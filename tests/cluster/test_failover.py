@@ -69,6 +69,10 @@ def test_retry_after_coordinator_crash_gets_original_result(cluster, crash, op):
     # The survivor elected first waited out the lost node's lease.
     logs = "".join(open(n.log).read() for n in cluster.nodes[1:])
     assert "for the lease of a node that left" in logs
+    # Before it served, the new coordinator had every member end the layouts
+    # of earlier coordinators: both survivors answered (none timed out).
+    assert "layouts of earlier coordinators ended on every node" in log
+    assert "no answer to the recall of all layouts" not in log
     n1.start_csvd()
     cluster.wait_synced()
 

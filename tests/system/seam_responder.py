@@ -59,6 +59,7 @@ def parse_header():
 
 
 CMD, A = parse_header()
+ABI_VERSION = int(re.search(r"#define CSVFS_ABI_VERSION\s+(\d+)", open(HEADER).read()).group(1))
 CMD_NAME = {v: k for k, v in CMD.items()}
 
 
@@ -399,7 +400,7 @@ def main():
     store = Store(args.root)
     nl = Netlink()
     nl.send(nl.family, CMD["HELLO"],
-            nla(A["ABI_VERSION"], struct.pack("=I", 1)) +
+            nla(A["ABI_VERSION"], struct.pack("=I", ABI_VERSION)) +
             nla(A["REQ_ID"], struct.pack("=Q", 0)), NLM_F_REQUEST | NLM_F_ACK)
     print(f"seam: registered, family {nl.family}, pid {os.getpid()}", file=log)
     drop = args.fault[5:] if args.fault.startswith("drop:") else ""

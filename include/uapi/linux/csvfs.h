@@ -24,6 +24,7 @@
  * Changelog
  *   1  first version (UID/GID for the create family added before any
  *      release).
+ *   2  LAYOUT_RECALL_ALL; struct csvfs_attr.flags (CSVFS_ATTR_NO_CAPS).
  *
  * Never change the meaning of an existing value; add new ones at the end and
  * bump CSVFS_ABI_VERSION.
@@ -35,7 +36,7 @@
 
 #define CSVFS_GENL_NAME		"csvfs"
 #define CSVFS_GENL_VERSION	1
-#define CSVFS_ABI_VERSION	1
+#define CSVFS_ABI_VERSION	2
 #define CSVFS_MCGRP_EVENTS	"events"
 
 /* Limits, checked on every hop. */
@@ -123,6 +124,12 @@ enum csvfs_cmd {
 	CSVFS_CMD_INVALIDATE,	/* daemon -> kernel: FH | PARENT_FH+NAME */
 	CSVFS_CMD_VOLUME_STATE,	/* daemon -> kernel: EPOCH, IO_MODE, MODE_REASON, LEASE_MS */
 	CSVFS_CMD_PATH_ERROR,	/* kernel -> daemon: DEV_OFFSET, LENGTH, ERRNO */
+	/*
+	 * daemon -> kernel, from a new coordinator before it serves: end every
+	 * layout of the volume; answered once direct I/O that may still use
+	 * one of them has reached the device.
+	 */
+	CSVFS_CMD_LAYOUT_RECALL_ALL,
 
 	__CSVFS_CMD_MAX,
 	CSVFS_CMD_MAX = __CSVFS_CMD_MAX - 1

@@ -309,7 +309,6 @@ int csvfs_layout_commit(struct inode *inode);
 void csvfs_layout_dirty(struct inode *inode);
 int csvfs_layout_recall(u64 req_id, u32 sb_id, const struct csvfs_handle *fh,
 			u64 offset, u64 length);
-int csvfs_layout_recall_all(u64 req_id, u32 sb_id);
 void csvfs_layouts_end(struct csvfs_sb_info *sbi);
 
 /* lease.c */

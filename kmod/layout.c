@@ -418,7 +418,10 @@ static void csvfs_recall_work(struct work_struct *work)
 	kfree(rc);
 }
 
-/* Called by the LAYOUT_RECALL handler under genl_mutex: defer the work. */
+/*
+ * Called by the LAYOUT_RECALL handler under genl_mutex (and, with no fh,
+ * by LAYOUT_RECALL_ALL's: every layout of the volume): defer the work.
+ */
 int csvfs_layout_recall(u64 req_id, u32 sb_id, const struct csvfs_handle *fh,
 			u64 offset, u64 length)
 {
@@ -432,23 +435,10 @@ int csvfs_layout_recall(u64 req_id, u32 sb_id, const struct csvfs_handle *fh,
 	rc->sb_id = sb_id;
 	rc->offset = offset;
 	rc->length = length;
-	rc->fh = *fh;
-	csvfs_queue_work(&rc->work);
-	return 0;
-}
-
-/* Called by the LAYOUT_RECALL_ALL handler under genl_mutex: defer it. */
-int csvfs_layout_recall_all(u64 req_id, u32 sb_id)
-{
-	struct csvfs_recall *rc;
-
-	rc = kzalloc(sizeof(*rc), GFP_KERNEL);
-	if (!rc)
-		return -ENOMEM;
-	INIT_WORK(&rc->work, csvfs_recall_work);
-	rc->req_id = req_id;
-	rc->sb_id = sb_id;
-	rc->all = true;
+	if (fh)
+		rc->fh = *fh;
+	else
+		rc->all = true;
 	csvfs_queue_work(&rc->work);
 	return 0;
 }

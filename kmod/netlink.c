@@ -277,8 +277,8 @@ static int csvfs_nl_layout_recall_all(struct sk_buff *skb,
 	if (GENL_REQ_ATTR_CHECK(info, CSVFS_A_REQ_ID) ||
 	    GENL_REQ_ATTR_CHECK(info, CSVFS_A_SB_ID))
 		return -EINVAL;
-	return csvfs_layout_recall_all(nla_get_u64(info->attrs[CSVFS_A_REQ_ID]),
-				       nla_get_u32(info->attrs[CSVFS_A_SB_ID]));
+	return csvfs_layout_recall(nla_get_u64(info->attrs[CSVFS_A_REQ_ID]),
+				   nla_get_u32(info->attrs[CSVFS_A_SB_ID]), NULL, 0, 0);
 }
 
 /*

@@ -123,6 +123,12 @@ def setup_csvfs(lab, mount_nodes):
                     180, f"csvd on {n} synced")
     sh(lab, "node1", f"mkfs.xfs -q -f -d size={FS_MB}m {td.DEV}")
     sh(lab, "node1", f"{td.CTL} volume add {td.VOL} {td.DEV} --preferred 1")
+    # The election takes the preferred owner only if its path is already known healthy;
+    # else the volume goes to another node and stays there (no failback): move it.
+    td.wait_for(lambda: all((lambda v: v and v["coordinator"] and v["ready"])(
+        td.volume(lab, n)) for n in lab.nodes), 180, "volume ready everywhere")
+    if td.volume(lab, "node1")["coordinator"] != 1:
+        sh(lab, "node1", f"{td.CTL} move {td.VOL} 1 --wait 120", timeout=180)
     td.wait_for(lambda: all((lambda v: v and v["coordinator"] == 1 and v["ready"])(
         td.volume(lab, n)) for n in lab.nodes), 180, "node1 coordinating, ready everywhere")
     for n in mount_nodes:

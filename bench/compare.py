@@ -574,6 +574,24 @@ def render(r):
                    if b and n else "–")
         out.append("| " + " | ".join(row) + " |")
     out.append("")
+    alt_r, alt_d = res.get("raw-alt"), res.get("direct-alt")
+    if alt_r and alt_d:
+        out.append("Raw device and csvfs direct alternated rep by rep (order swapped every "
+                   "rep; `alternate` in --only), so that both see the same host load "
+                   "(load average after each cell: "
+                   + ", ".join(f"{k} {v}" for k, v in r.get("alt_load", [])) + "):\n")
+        out.append("| workload | raw device | csvfs direct | direct / raw (median) | "
+                   "direct / raw per rep |")
+        out.append("|---|---|---|---|---|")
+        for name, _, metric in WORKLOADS:
+            rv, dv = alt_r.get(name), alt_d.get(name)
+            if not rv or not dv:
+                continue
+            unit = "IOPS" if metric == "iops" else "MB/s"
+            per = ", ".join(f"{x / y:.2f}" for x, y in zip(dv, rv))
+            out.append(f"| {name} ({unit}) | {cell(rv)} | {cell(dv)} | "
+                       f"{med(dv) / med(rv):.2f} | {per} |")
+        out.append("")
     if r["not_run"]:
         for k, why in r["not_run"].items():
             out.append(f"- **{dict(SYSTEMS).get(k, k)}: not run** — {why}")
@@ -690,6 +708,11 @@ def targets(r):
             ratio, ok = verdict(d, raw, 0.95)
             t.append((f"direct / raw ≥ 0.95, {name}", f"{ratio:.2f}", ok))
     for name in ("4k randread QD16", "4k randwrite QD16", "1M seq read QD4", "1M seq write QD4"):
+        d, raw = v("direct-alt", name), v("raw-alt", name)
+        if d and raw:
+            ratio, ok = verdict(d, raw, 0.95)
+            t.append((f"direct / raw ≥ 0.95, {name}, alternated", f"{ratio:.2f}", ok))
+    for name in ("4k randread QD16", "4k randwrite QD16", "1M seq read QD4", "1M seq write QD4"):
         b, n = v("block", name), v("nfs", name)
         if b and n:
             ratio, ok = verdict(b, n, 1.0)
@@ -731,7 +754,7 @@ def chart(r, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     res = r["fio"]
-    keys = [k for k, _ in SYSTEMS if k in res]
+    keys = [k for k, _ in SYSTEMS if k in res]  # not the alternated cells: see the table
     fig, axes = plt.subplots(1, 2 if r["meta"] else 1, figsize=(16 if r["meta"] else 10, 6),
                              squeeze=False)
     ax = axes[0][0]
@@ -810,7 +833,8 @@ def main():
     ap.add_argument("--size", type=int, default=32, help="MiB, the file fio works on")
     ap.add_argument("--meta-files", type=int, default=30)
     ap.add_argument("--only", default="raw,csvfs,failover,nfs,gfs2,ocfs2",
-                    help="failover (a csvd kill on the coordinator under fio) needs csvfs")
+                    help="failover (a csvd kill on the coordinator under fio) needs csvfs; "
+                         "alternate: raw and csvfs direct alternated rep by rep")
     ap.add_argument("--name", default="bench")
     ap.add_argument("--keep", action="store_true", help="leave the lab running")
     ap.add_argument("--attach", action="store_true",
@@ -829,7 +853,7 @@ def main():
         print(render(r))
         return
     only = set(a.only.split(","))
-    if "csvfs" in only and not (os.path.exists(td.KO) and os.access(td.CSVD, os.X_OK)):
+    if only & {"csvfs", "alternate"} and not (os.path.exists(td.KO) and os.access(td.CSVD, os.X_OK)):
         sys.exit(f"build first: {td.KO} and {td.CSVD}")
 
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -881,8 +905,27 @@ def main():
                 fio_cells(lab, "raw", td.DEV, a, r["fio"], offset_mb=RAW_OFFSET_MB)
             phase("raw", raw)
 
+        f = f"{td.MNT}/bench"
+        if "alternate" in only:
+            def alternate():
+                """raw and csvfs direct rep by rep (order swapped every rep), so that both
+                see the same host load: the other cells run minutes apart."""
+                if "raw" not in only:
+                    sh(lab, NODE, f"dd if=/dev/zero of={td.DEV} bs=1M seek={RAW_OFFSET_MB} "
+                                  f"count={a.size} oflag=direct status=none", timeout=3600)
+                setup_csvfs(lab, mount_nodes)
+                prefill(lab, f, a.size)
+                one = argparse.Namespace(**{**vars(a), "reps": 1})
+                for rep in range(a.reps):
+                    pair = [("raw-alt", td.DEV, RAW_OFFSET_MB), ("direct-alt", f, None)]
+                    for key, target, off in (pair if rep % 2 == 0 else pair[::-1]):
+                        fio_cells(lab, key, target, one, r["fio"], offset_mb=off)
+                        r.setdefault("alt_load", []).append(
+                            (key, open("/proc/loadavg").read().split()[0]))
+                teardown_csvfs(lab, mount_nodes)
+            phase("alternate", alternate)
+
         if "csvfs" in only:
-            f = f"{td.MNT}/bench"
 
             def direct():
                 setup_csvfs(lab, mount_nodes)

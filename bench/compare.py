@@ -549,6 +549,7 @@ def render(r):
                f"(min–max). Wall time {r.get('wall_s', 0) / 60:.1f} min.\n")
     res = r["fio"]
     cols = [(k, t) for k, t in SYSTEMS]
+    main_table = any(k in res or k in r["not_run"] for k, _ in cols)  # not for --only alternate
     out.append("| workload | " + " | ".join(t for _, t in cols)
                + " | csvfs direct vs best peer | csvfs block-redir. vs NFS |")
     out.append("|---|" + "---|" * (len(cols) + 2))
@@ -574,6 +575,8 @@ def render(r):
                    if b and n else "–")
         out.append("| " + " | ".join(row) + " |")
     out.append("")
+    if not main_table:
+        del out[-(len(WORKLOADS) + 3):]
     alt_r, alt_d = res.get("raw-alt"), res.get("direct-alt")
     if alt_r and alt_d:
         out.append("Raw device and csvfs direct alternated rep by rep (order swapped every "
@@ -755,6 +758,10 @@ def chart(r, path):
     import matplotlib.pyplot as plt
     res = r["fio"]
     keys = [k for k, _ in SYSTEMS if k in res]  # not the alternated cells: see the table
+    base_key, titles = "raw", dict(SYSTEMS)
+    if not keys:  # --only alternate
+        keys, base_key = [k for k in ("raw-alt", "direct-alt") if k in res], "raw-alt"
+        titles = {"raw-alt": "raw device (alternated)", "direct-alt": "csvfs direct (alternated)"}
     fig, axes = plt.subplots(1, 2 if r["meta"] else 1, figsize=(16 if r["meta"] else 10, 6),
                              squeeze=False)
     ax = axes[0][0]
@@ -762,7 +769,7 @@ def chart(r, path):
     for i, k in enumerate(keys):
         xs, ys, lo, hi = [], [], [], []
         for w, (name, _, _) in enumerate(WORKLOADS):
-            vals, base = res[k].get(name), med(res.get("raw", {}).get(name))
+            vals, base = res[k].get(name), med(res.get(base_key, {}).get(name))
             if not vals or not base:
                 continue
             v = med(vals) / base
@@ -770,7 +777,7 @@ def chart(r, path):
             ys.append(v)
             lo.append(v - min(vals) / base)
             hi.append(max(vals) / base - v)
-        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=dict(SYSTEMS)[k])
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=titles[k])
     ax.set_xticks(range(len(WORKLOADS)))
     ax.set_xticklabels([w[0] for w in WORKLOADS], rotation=25, ha="right")
     ax.set_yscale("log")

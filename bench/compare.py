@@ -592,8 +592,9 @@ def render(r):
                 continue
             unit = "IOPS" if metric == "iops" else "MB/s"
             per = ", ".join(f"{x / y:.2f}" for x, y in zip(dv, rv))
-            out.append(f"| {name} ({unit}) | {cell(rv)} | {cell(dv)} | "
-                       f"{med(dv) / med(rv):.2f} | {per} |")
+            ratio = med(dv) / med(rv)
+            out.append(f"| {name} ({unit}) | {cell(rv)} | {cell(dv)} | {ratio:.2f}"
+                       + (" — **csvfs behind**" if ratio < 1 else "") + f" | {per} |")
         out.append("")
     if r["not_run"]:
         for k, why in r["not_run"].items():
@@ -657,7 +658,7 @@ def render(r):
             out.append("")
             out.append("Times are from the kill (host clock; guest clocks converted). "
                        "The new coordinator first waits lease_ms + margin = 3.5 s (csvd's "
-                       "defaults) for node1's lease, then mounts the XFS (log recovery).\n")
+                       "defaults) for node1's lease, then mounts the XFS.\n")
     if r.get("targets"):
         out.append("DESIGN.md targets, from this run:\n")
         out.append("| target | measured | met |")

@@ -19,11 +19,14 @@ VM-like 70/30 random 8k mix QD8, all O_DIRECT libaio; each cell repeated
 (create, stat, rename, unlink per second) on node2 in one directory and in
 16 directories, and on node2 and node3 together in one directory. Memory:
 csvd's VmHWM on every node and csvfs's slab caches, sampled every second.
+Failover (csvfs only): csvd SIGKILLed on the coordinator node1 while fio
+(4k random O_DIRECT writes, QD1) runs on node2; the pause is the largest gap
+in fio's per-I/O completion log.
 
 Results go to bench/results/compare-<UTC time>.{md,json,png}.
 
     sudo /usr/bin/python3 bench/compare.py [--nodes 3] [--reps 3] [--runtime 5]
-        [--size 32] [--meta-files 30] [--only raw,csvfs,nfs,gfs2,ocfs2] [--keep]
+        [--size 32] [--meta-files 30] [--only raw,csvfs,failover,nfs,gfs2,ocfs2] [--keep]
 """
 import argparse
 import datetime
@@ -95,7 +98,7 @@ def all_nodes(lab):
 
 # ----------------------------------------------------------------- csvfs set-up
 
-def start_csvd(lab, node):
+def start_csvd(lab, node, log_name="csvd.log"):
     nodes = [{"id": lab.index(n), "addr": lab.addr(n), "port": 7410} for n in lab.nodes]
     conf = {"nodes": nodes, "key_file": "/lab/csvd.key", "state_dir": "/tmp/csvd-state",
             "run_dir": "/run/csvd", "path_interval_ms": 500, "path_timeout_ms": 2000}
@@ -104,7 +107,7 @@ def start_csvd(lab, node):
     sh(lab, node, "mkdir -p /run/csvd /tmp/csvd-state; lsmod | grep -q '^csvfs ' || "
                   f"(cp {td.KO} /tmp/csvfs.ko && insmod /tmp/csvfs.ko)")
     lab.spawn(node, f"{td.CSVD} --foreground --config /lab/{node}/csvd.json",
-              log=f"/lab/{node}/csvd.log")
+              log=f"/lab/{node}/{log_name}")
 
 
 def setup_csvfs(lab, mount_nodes):
@@ -123,6 +126,12 @@ def setup_csvfs(lab, mount_nodes):
                     180, f"csvd on {n} synced")
     sh(lab, "node1", f"mkfs.xfs -q -f -d size={FS_MB}m {td.DEV}")
     sh(lab, "node1", f"{td.CTL} volume add {td.VOL} {td.DEV} --preferred 1")
+    # The election takes the preferred owner only if its path is already known healthy;
+    # else the volume goes to another node and stays there (no failback): move it.
+    td.wait_for(lambda: all((lambda v: v and v["coordinator"] and v["ready"])(
+        td.volume(lab, n)) for n in lab.nodes), 180, "volume ready everywhere")
+    if td.volume(lab, "node1")["coordinator"] != 1:
+        sh(lab, "node1", f"{td.CTL} move {td.VOL} 1 --wait 120", timeout=180)
     td.wait_for(lambda: all((lambda v: v and v["coordinator"] == 1 and v["ready"])(
         td.volume(lab, n)) for n in lab.nodes), 180, "node1 coordinating, ready everywhere")
     for n in mount_nodes:
@@ -337,6 +346,99 @@ def meta_cells(lab, key, root, a, meta, two_ok):
             lab.exec(NODE, f"rm -rf {wdir}", timeout=600)
 
 
+# ------------------------------------------------------------------------ failover
+
+FO_RUNTIME = 40     # s of fio per failover repetition
+FO_KILL_AFTER = 10  # s after fio started
+
+
+def failover_events(lab, tf, tk, coord):
+    """From the csvd logs (guest clocks, converted): seconds after the kill at host time
+    TK when NODE saw node1 leave, and when the new coordinator served (and its mount)."""
+    out = {}
+    off = tf.guest_offset(lab, NODE)
+    t, _ = tf.first_event(lab, NODE, r"membership: .*left [1-9]", tk + off - 2)
+    out["membership_s"] = round(t - off - tk, 2) if t else None
+    cn = f"node{coord}"
+    coff = off if cn == NODE else tf.guest_offset(lab, cn)
+    t, line = tf.first_event(lab, cn, r"serving \(mounted in \d+ ms\)", tk + coff - 2)
+    out["serving_s"] = round(t - coff - tk, 2) if t else None
+    m = re.search(r"mounted in (\d+) ms", line or "")
+    out["mount_ms"] = int(m.group(1)) if m else None
+    return out
+
+
+def failover_cells(lab, path, a, r):
+    """csvd SIGKILL on the coordinator (node1) while fio (O_DIRECT 4k random writes, QD1,
+    psync, on the file of the fio cells) runs on NODE: the pause is the largest gap in
+    fio's per-I/O completion log. node1's csvd is started again and the volume moved
+    back to it after each repetition."""
+    import test_failover as tf  # completion-log helpers
+    ids = sorted(lab.index(n) for n in lab.nodes)
+    rows = r.setdefault("failover", [])
+    d = lab.node_dir(NODE)
+    for rep in range(a.reps):
+        tag = f"fo{rep}"
+        lab.exec(NODE, f"rm -f /lab/{NODE}/{tag}_* /lab/{NODE}/{tag}-*", timeout=30)
+        off = tf.guest_offset(lab, NODE)  # NODE's clock minus the host's
+        lab.spawn(NODE, f"fio --output-format=json --name=fo --filename={path} --direct=1 "
+                        f"--ioengine=psync --rw=randwrite --bs=4k --size={a.size}M "
+                        f"--time_based --runtime={FO_RUNTIME} --randrepeat=0 --norandommap "
+                        f"--log_avg_msec=0 --log_unix_epoch=1 --write_lat_log=/lab/{NODE}/{tag} "
+                        f"> /lab/{NODE}/{tag}-fio.json 2>/lab/{NODE}/{tag}-fio.err; "
+                        f"echo $? > /lab/{NODE}/{tag}-fio.rc")
+        td.wait_for(lambda: lab.exec(NODE, "pidof fio", timeout=30).ok, 60, "fio running")
+        time.sleep(FO_KILL_AFTER)
+        tk = time.time()
+        sh(lab, "node1", "kill -9 $(pidof csvd)", timeout=60)
+        log(f"  failover rep {rep + 1}: csvd on node1 killed")
+        v = td.wait_for(lambda: (lambda v: v if v and v["coordinator"] not in (None, 1)
+                                 and v["ready"] else None)(td.volume(lab, NODE)),
+                        180, "a new coordinator online", interval=0.2)
+        t_online = time.time() - tk
+        rc_path = os.path.join(d, f"{tag}-fio.rc")
+        td.wait_for(lambda: os.path.exists(rc_path) and open(rc_path).read().strip(),
+                    FO_RUNTIME * 10 + 300, "fio ended", interval=1)
+        rc = open(rc_path).read().strip()
+        text = open(os.path.join(d, f"{tag}-fio.json")).read()
+        m = re.search(r"^\{.*^\}", text, re.S | re.M)
+        data = json.loads(m.group(0)) if m else {}
+        errs = [j.get("error", 0) for j in data.get("jobs", [])]
+        clat = [f for f in os.listdir(d) if f.startswith(f"{tag}_clat.") and f.endswith(".log")]
+        ts = tf.completions(os.path.join(d, clat[0])) if clat else []
+        gap, g0, _ = tf.largest_gap(ts)
+        row = {"pause_s": round(gap, 3),
+               "gap_start_after_kill_s": round(g0 - off - tk, 2) if g0 else None,
+               "new_coordinator_online_s": round(t_online, 1),
+               "new_coordinator": v["coordinator"], "ios": len(ts), "fio_rc": rc,
+               "fio_errors": sum(errs) if data else "no json output"}
+        rows.append(row)
+        log(f"  failover rep {rep + 1}: largest completion gap {gap:.2f} s, starting "
+            f"{row['gap_start_after_kill_s']} s after the kill; node{v['coordinator']} "
+            f"online after {t_online:.1f} s; fio rc {rc}, errors {row['fio_errors']}, "
+            f"{len(ts)} I/Os")
+        # node1 back, and coordinating again, for the next repetition and the teardown
+        start_csvd(lab, "node1", log_name=f"csvd-{tag}.log")
+        for n in lab.nodes:
+            td.wait_for(lambda n=n: (lambda s: s["synced"] and s["quorate"]
+                                     and sorted(s["members"]) == ids)(td.status(lab, n)),
+                        180, f"csvd on {n} synced")
+        if td.volume(lab, "node1")["coordinator"] != 1:
+            sh(lab, "node1", f"{td.CTL} move {td.VOL} 1 --wait 120", timeout=180)
+        td.wait_for(lambda: all((lambda v: v and v["coordinator"] == 1 and v["ready"])(
+            td.volume(lab, n)) for n in lab.nodes), 180, "node1 coordinating again")
+        try:
+            row.update(failover_events(lab, tf, tk, v["coordinator"]))
+            if row.get("membership_s") is not None and g0:
+                row["resume_after_membership_s"] = round(
+                    g0 + gap - off - tk - row["membership_s"], 2)
+        except Exception as e:  # noqa: BLE001 - the pause is the measurement, events help
+            row["events_error"] = repr(e)[:200]
+        if rc != "0" or row["fio_errors"]:
+            raise AssertionError(f"fio on {NODE} failed across the failover: rc {rc}, "
+                                 f"errors {row['fio_errors']}")
+
+
 # -------------------------------------------------------------------------- memory
 
 SAMPLER = ("while :; do t=$(date +%s); p=$(pidof csvd); "
@@ -447,6 +549,7 @@ def render(r):
                f"(min–max). Wall time {r.get('wall_s', 0) / 60:.1f} min.\n")
     res = r["fio"]
     cols = [(k, t) for k, t in SYSTEMS]
+    main_table = any(k in res or k in r["not_run"] for k, _ in cols)  # not for --only alternate
     out.append("| workload | " + " | ".join(t for _, t in cols)
                + " | csvfs direct vs best peer | csvfs block-redir. vs NFS |")
     out.append("|---|" + "---|" * (len(cols) + 2))
@@ -472,6 +575,27 @@ def render(r):
                    if b and n else "–")
         out.append("| " + " | ".join(row) + " |")
     out.append("")
+    if not main_table:
+        del out[-(len(WORKLOADS) + 3):]
+    alt_r, alt_d = res.get("raw-alt"), res.get("direct-alt")
+    if alt_r and alt_d:
+        out.append("Raw device and csvfs direct alternated rep by rep (order swapped every "
+                   "rep; `alternate` in --only), so that both see the same host load "
+                   "(load average after each cell: "
+                   + ", ".join(f"{k} {v}" for k, v in r.get("alt_load", [])) + "):\n")
+        out.append("| workload | raw device | csvfs direct | direct / raw (median) | "
+                   "direct / raw per rep |")
+        out.append("|---|---|---|---|---|")
+        for name, _, metric in WORKLOADS:
+            rv, dv = alt_r.get(name), alt_d.get(name)
+            if not rv or not dv:
+                continue
+            unit = "IOPS" if metric == "iops" else "MB/s"
+            per = ", ".join(f"{x / y:.2f}" for x, y in zip(dv, rv))
+            ratio = med(dv) / med(rv)
+            out.append(f"| {name} ({unit}) | {cell(rv)} | {cell(dv)} | {ratio:.2f}"
+                       + (" — **csvfs behind**" if ratio < 1 else "") + f" | {per} |")
+        out.append("")
     if r["not_run"]:
         for k, why in r["not_run"].items():
             out.append(f"- **{dict(SYSTEMS).get(k, k)}: not run** — {why}")
@@ -510,6 +634,31 @@ def render(r):
                     out.append("| " + " | ".join(row) + " |")
         out.append("")
 
+    if r.get("failover") or "failover" in r["not_run"]:
+        out.append(f"Failover: csvd SIGKILLed on the coordinator (node1) {FO_KILL_AFTER} s into "
+                   f"a {FO_RUNTIME} s fio on {NODE} (O_DIRECT 4k random writes, QD1, psync, "
+                   "on the file of the cells above; no GFS2/OCFS2 node kills). Pause = largest "
+                   "gap between two completions in fio's per-I/O log:\n")
+        if "failover" in r["not_run"]:
+            out.append(f"- **not run** — {r['not_run']['failover']}\n")
+        if r.get("failover"):
+            def secs(x, k):
+                return "–" if x.get(k) is None else f"{x[k]:+.2f} s"
+            out.append("| rep | pause (largest completion gap) | gap starts | "
+                       f"{NODE} sees node1 leave | new coordinator serving (its XFS mount) | "
+                       "I/O resumes after the membership change | I/Os | fio errors |")
+            out.append("|---|---|---|---|---|---|---|---|")
+            for i, x in enumerate(r["failover"]):
+                mnt = f" ({x['mount_ms'] / 1000:.1f} s)" if x.get("mount_ms") else ""
+                out.append(f"| {i + 1} | {x['pause_s']:.2f} s | "
+                           f"{secs(x, 'gap_start_after_kill_s')} | {secs(x, 'membership_s')} | "
+                           f"node{x['new_coordinator']} {secs(x, 'serving_s')}{mnt} | "
+                           f"{secs(x, 'resume_after_membership_s')} | {x['ios']} | "
+                           f"{x['fio_errors']} (rc {x['fio_rc']}) |")
+            out.append("")
+            out.append("Times are from the kill (host clock; guest clocks converted). "
+                       "The new coordinator first waits lease_ms + margin = 3.5 s (csvd's "
+                       "defaults) for node1's lease, then mounts the XFS.\n")
     if r.get("targets"):
         out.append("DESIGN.md targets, from this run:\n")
         out.append("| target | measured | met |")
@@ -563,6 +712,11 @@ def targets(r):
             ratio, ok = verdict(d, raw, 0.95)
             t.append((f"direct / raw ≥ 0.95, {name}", f"{ratio:.2f}", ok))
     for name in ("4k randread QD16", "4k randwrite QD16", "1M seq read QD4", "1M seq write QD4"):
+        d, raw = v("direct-alt", name), v("raw-alt", name)
+        if d and raw:
+            ratio, ok = verdict(d, raw, 0.95)
+            t.append((f"direct / raw ≥ 0.95, {name}, alternated", f"{ratio:.2f}", ok))
+    for name in ("4k randread QD16", "4k randwrite QD16", "1M seq read QD4", "1M seq write QD4"):
         b, n = v("block", name), v("nfs", name)
         if b and n:
             ratio, ok = verdict(b, n, 1.0)
@@ -573,6 +727,21 @@ def targets(r):
         if c and n:
             ratio, ok = verdict(c, n, 1.0)
             t.append((f"metadata {p}/s, 1 dir, csvfs / NFS ≥ 1.0", f"{ratio:.2f}", ok))
+    fo = r.get("failover")
+    if fo:
+        pauses = [x["pause_s"] for x in fo]
+        clean = all(x["fio_rc"] == "0" and x["fio_errors"] == 0 for x in fo)
+        resumed = [x["resume_after_membership_s"] for x in fo
+               if x.get("resume_after_membership_s") is not None]
+        got = resumed or pauses
+        t.append(("coordinator crash (csvd SIGKILL) → I/O resumes ≤ 2 s after the membership "
+                  "change, zero errors (includes the new coordinator's lease wait, lease_ms + "
+                  "margin = 3.5 s with csvd's defaults)",
+                  (f"{med(got):.2f} s ({min(got):.2f}–{max(got):.2f})" +
+                   ("" if resumed else " (whole pause: no membership line found)") +
+                   f"; pause {med(pauses):.2f} s; " +
+                   ("no errors" if clean else "**fio errors**")),
+                  "yes" if med(got) <= 2 and clean else "**no**"))
     for name, _, _ in WORKLOADS:
         d = v("direct", name)
         for k in ("gfs2", "ocfs2"):
@@ -589,7 +758,11 @@ def chart(r, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     res = r["fio"]
-    keys = [k for k, _ in SYSTEMS if k in res]
+    keys = [k for k, _ in SYSTEMS if k in res]  # not the alternated cells: see the table
+    base_key, titles = "raw", dict(SYSTEMS)
+    if not keys:  # --only alternate
+        keys, base_key = [k for k in ("raw-alt", "direct-alt") if k in res], "raw-alt"
+        titles = {"raw-alt": "raw device (alternated)", "direct-alt": "csvfs direct (alternated)"}
     fig, axes = plt.subplots(1, 2 if r["meta"] else 1, figsize=(16 if r["meta"] else 10, 6),
                              squeeze=False)
     ax = axes[0][0]
@@ -597,7 +770,7 @@ def chart(r, path):
     for i, k in enumerate(keys):
         xs, ys, lo, hi = [], [], [], []
         for w, (name, _, _) in enumerate(WORKLOADS):
-            vals, base = res[k].get(name), med(res.get("raw", {}).get(name))
+            vals, base = res[k].get(name), med(res.get(base_key, {}).get(name))
             if not vals or not base:
                 continue
             v = med(vals) / base
@@ -605,7 +778,7 @@ def chart(r, path):
             ys.append(v)
             lo.append(v - min(vals) / base)
             hi.append(max(vals) / base - v)
-        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=dict(SYSTEMS)[k])
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=titles[k])
     ax.set_xticks(range(len(WORKLOADS)))
     ax.set_xticklabels([w[0] for w in WORKLOADS], rotation=25, ha="right")
     ax.set_yscale("log")
@@ -667,7 +840,9 @@ def main():
     ap.add_argument("--runtime", type=int, default=5, help="seconds per fio cell")
     ap.add_argument("--size", type=int, default=32, help="MiB, the file fio works on")
     ap.add_argument("--meta-files", type=int, default=30)
-    ap.add_argument("--only", default="raw,csvfs,nfs,gfs2,ocfs2")
+    ap.add_argument("--only", default="raw,csvfs,failover,nfs,gfs2,ocfs2",
+                    help="failover (a csvd kill on the coordinator under fio) needs csvfs; "
+                         "alternate: raw and csvfs direct alternated rep by rep")
     ap.add_argument("--name", default="bench")
     ap.add_argument("--keep", action="store_true", help="leave the lab running")
     ap.add_argument("--attach", action="store_true",
@@ -686,7 +861,7 @@ def main():
         print(render(r))
         return
     only = set(a.only.split(","))
-    if "csvfs" in only and not (os.path.exists(td.KO) and os.access(td.CSVD, os.X_OK)):
+    if only & {"csvfs", "alternate"} and not (os.path.exists(td.KO) and os.access(td.CSVD, os.X_OK)):
         sys.exit(f"build first: {td.KO} and {td.CSVD}")
 
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -738,8 +913,27 @@ def main():
                 fio_cells(lab, "raw", td.DEV, a, r["fio"], offset_mb=RAW_OFFSET_MB)
             phase("raw", raw)
 
+        f = f"{td.MNT}/bench"
+        if "alternate" in only:
+            def alternate():
+                """raw and csvfs direct rep by rep (order swapped every rep), so that both
+                see the same host load: the other cells run minutes apart."""
+                if "raw" not in only:
+                    sh(lab, NODE, f"dd if=/dev/zero of={td.DEV} bs=1M seek={RAW_OFFSET_MB} "
+                                  f"count={a.size} oflag=direct status=none", timeout=3600)
+                setup_csvfs(lab, mount_nodes)
+                prefill(lab, f, a.size)
+                one = argparse.Namespace(**{**vars(a), "reps": 1})
+                for rep in range(a.reps):
+                    pair = [("raw-alt", td.DEV, RAW_OFFSET_MB), ("direct-alt", f, None)]
+                    for key, target, off in (pair if rep % 2 == 0 else pair[::-1]):
+                        fio_cells(lab, key, target, one, r["fio"], offset_mb=off)
+                        r.setdefault("alt_load", []).append(
+                            (key, open("/proc/loadavg").read().split()[0]))
+                teardown_csvfs(lab, mount_nodes)
+            phase("alternate", alternate)
+
         if "csvfs" in only:
-            f = f"{td.MNT}/bench"
 
             def direct():
                 setup_csvfs(lab, mount_nodes)
@@ -767,15 +961,17 @@ def main():
                     sh(lab, NODE, f"umount {td.MNT}; mount -t csvfs -o volume={td.VOL} "
                                   f"{td.DEV} {td.MNT}")
 
-            def csvfs_end():
+            def memory():
                 r["memory"] = read_memory(lab)
                 stop_samplers(lab, samplers)
-                teardown_csvfs(lab, mount_nodes)
 
             phase("direct", direct)
             phase("block", block)
             phase("file", file_redirected)
-            phase("csvfs-end", csvfs_end)
+            phase("memory", memory)  # before the failover: its new coordinator is not measured
+            if "failover" in only:
+                phase("failover", lambda: failover_cells(lab, f, a, r))
+            phase("csvfs-end", lambda: teardown_csvfs(lab, mount_nodes))
 
         if "nfs" in only:
             def nfs():

@@ -124,6 +124,7 @@ enum {
 	CSVFS_I_ATTR_STALE,	/* refetch attributes before use */
 	CSVFS_I_DATA_STALE,	/* drop the page cache at the next open */
 	CSVFS_I_LAYOUT_DIRTY,	/* direct writes not yet LAYOUT_COMMITted */
+	CSVFS_I_DEVICE_DIRTY,	/* direct writes since the last device flush */
 };
 
 /*
@@ -305,7 +306,7 @@ bool csvfs_layout_lookup(struct inode *inode, u64 pos,
 int csvfs_layout_get(struct inode *inode, u64 pos, u64 len);
 void csvfs_layout_forget(struct inode *inode, u64 start, u64 len);
 void csvfs_layout_destroy(struct inode *inode);
-int csvfs_layout_commit(struct inode *inode);
+int csvfs_layout_commit(struct inode *inode, bool durable);
 void csvfs_layout_dirty(struct inode *inode);
 int csvfs_layout_recall(u64 req_id, u32 sb_id, const struct csvfs_handle *fh,
 			u64 offset, u64 length);

@@ -163,7 +163,7 @@ static int csvfs_flush(struct file *file, fl_owner_t id)
 	if (!(file->f_mode & FMODE_WRITE))
 		return 0;
 	ret = filemap_write_and_wait(file->f_mapping);
-	ret2 = csvfs_layout_commit(file_inode(file));
+	ret2 = csvfs_layout_commit(file_inode(file), true);
 	return ret ?: ret2;
 }
 
@@ -432,7 +432,7 @@ static int csvfs_fsync(struct file *file, loff_t start, loff_t end,
 	ret = file_write_and_wait_range(file, start, end);
 	if (ret)
 		return ret;
-	ret = csvfs_layout_commit(inode);
+	ret = csvfs_layout_commit(inode, true);
 	if (ret)
 		return ret;
 	csvfs_in(&args, CSVFS_A_FH, CSVFS_I(inode)->fh.size,

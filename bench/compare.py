@@ -361,8 +361,9 @@ def failover_events(lab, tf, tk, coord):
     out["membership_s"] = round(t - off - tk, 2) if t else None
     cn = f"node{coord}"
     coff = off if cn == NODE else tf.guest_offset(lab, cn)
-    t, line = tf.first_event(lab, cn, r"serving \(mounted in \d+ ms\)", tk + coff - 2)
+    t, _ = tf.first_event(lab, cn, r"volume=\S+ .*serving \(", tk + coff - 2)
     out["serving_s"] = round(t - coff - tk, 2) if t else None
+    _, line = tf.first_event(lab, cn, r"mounted in \d+ ms", tk + coff - 2)
     m = re.search(r"mounted in (\d+) ms", line or "")
     out["mount_ms"] = int(m.group(1)) if m else None
     return out

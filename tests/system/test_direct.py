@@ -75,7 +75,9 @@ def io_mode(lab, node):
 def start_csvd(lab, node):
     nodes = [{"id": i + 1, "addr": lab.addr(n), "port": 7410} for i, n in enumerate(NODES)]
     conf = {"nodes": nodes, "key_file": "/lab/csvd.key", "state_dir": "/tmp/csvd-state",
-            "run_dir": "/run/csvd", "path_interval_ms": 500, "path_timeout_ms": 2000}
+            "run_dir": "/run/csvd", "path_interval_ms": 500,
+            # the debug kernel (lab.slowdown 3): a 2 s probe times out under load
+            "path_timeout_ms": 2000 * lab.slowdown}
     with open(os.path.join(lab.node_dir(node), "csvd.json"), "w") as f:
         json.dump(conf, f)
     sh(lab, node, "mkdir -p /run/csvd /tmp/csvd-state; lsmod | grep -q '^csvfs ' || "
@@ -107,8 +109,10 @@ def setup_cluster(lab, mount_nodes=NODES, mkfs_opts=""):
         sh(lab, "node1", f"{CTL} move {VOL} 1 --wait 120", timeout=180)
     wait_for(lambda: all((lambda v: v and v["coordinator"] == 1 and v["ready"])(volume(lab, n))
                          for n in NODES), 120, "node1 coordinating, ready on every node")
+    # the debug kernel: requests outlive the default timeout (60 s) under load
+    opts = f"volume={VOL}" + (f",timeout={60 * lab.slowdown}" if lab.slowdown > 1 else "")
     for n in mount_nodes:
-        sh(lab, n, f"mkdir -p {MNT} && mount -t csvfs -o volume={VOL} {DEV} {MNT}")
+        sh(lab, n, f"mkdir -p {MNT} && mount -t csvfs -o {opts} {DEV} {MNT}")
 
 
 def fio(lab, node, args, timeout=900):

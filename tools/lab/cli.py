@@ -1,5 +1,6 @@
 """Command line of csvlab (tools/csvlab)."""
 import argparse
+import re
 import sys
 
 from .core import Lab
@@ -61,23 +62,56 @@ def cmd_demo(args):
     return demo.main(args)
 
 
+def kmod_sources(repo):
+    """What kmod/csvfs.ko is built from: a build older than any of them is stale."""
+    import glob
+    import os
+    pats = ("kmod/*.c", "kmod/*.h", "kmod/tests/*.c", "kmod/tests/*.h", "kmod/Kbuild",
+            "Kbuild", "include/uapi/linux/csvfs.h")
+    return [f for pat in pats for f in glob.glob(os.path.join(repo, pat))
+            if not f.endswith(".mod.c")]  # written by modpost, not a source
+
+
+def is_stale(target, sources):
+    """True if TARGET is missing or older than any of SOURCES."""
+    import os
+    try:
+        built = os.stat(target).st_mtime_ns
+    except FileNotFoundError:
+        return True
+    return any(os.stat(src).st_mtime_ns > built for src in sources)
+
+
 def cmd_debug_suite(args):
     """Build the debug kernel and csvfs.ko for it, then run pytest on the
-    system tests (or ARGS) with CSVLAB_KERNEL=debug."""
+    system tests (or ARGS) with CSVLAB_KERNEL=debug. --name NAME names the
+    labs NAME-<module> (one per test module) instead of t<pid>-<module>."""
     import os
     import subprocess
-    from .core import REPO
+    from .core import NAME_PREFIX_MAX, REPO
+    env = dict(os.environ, CSVLAB_KERNEL="debug")
+    if args.name is not None:
+        if not re.match(rf"^[a-z0-9][a-z0-9-]{{0,{NAME_PREFIX_MAX - 1}}}$", args.name):
+            raise LabError(f"--name {args.name!r}: debug-suite names each test module's lab "
+                           f"NAME-<module>; use 1-{NAME_PREFIX_MAX} of [a-z0-9-]")
+        env["CSVLAB_NAME"] = args.name
     idle = ["nice", "-n", "19", "ionice", "-c3"]
+    # The debug kernel (cached), then always csvfs.ko for it: make rebuilds
+    # what changed (Kbuild's dependency files cover every header, kmod/tests
+    # included).
     steps = [[os.path.join(REPO, "tools", "build-debug-kernel")]]
-    if not os.path.exists(os.path.join(REPO, "kmod", "csvfs.ko")):
-        # The tests skip unless the Debian build exists on the host.
+    if is_stale(os.path.join(REPO, "kmod", "csvfs.ko"), kmod_sources(REPO)):
+        # The tests skip unless the Debian build exists on the host, and
+        # host-side steps use it: missing or older than its sources, rebuild.
+        # (kmod/tests/*.c are not compiled for the Debian kernel, so after a
+        # change there only this check runs again next time; make does nothing.)
         steps.append(idle + [os.path.join(REPO, "tools", "build-kmod")])
     for step in steps:
         if subprocess.run(step, cwd=REPO).returncode:
             raise LabError(f"{' '.join(step)} failed")
-    env = dict(os.environ, CSVLAB_KERNEL="debug")
     cmd = ["/usr/bin/python3", "-m", "pytest", "-ra", "-v", *(args.pytest_args or ["tests/system"])]
-    print("csvlab debug-suite: CSVLAB_KERNEL=debug " + " ".join(cmd), flush=True)
+    labs = f" (labs {args.name}-<module>)" if args.name is not None else ""
+    print("csvlab debug-suite: CSVLAB_KERNEL=debug " + " ".join(cmd) + labs, flush=True)
     return subprocess.run(cmd, cwd=REPO, env=env).returncode
 
 
@@ -106,7 +140,8 @@ def node_action(method, **kwargs):
 
 def parser():
     p = argparse.ArgumentParser(prog="csvlab", description="A multi-VM csvfs test cluster.")
-    p.add_argument("--name", default="lab", help="lab name (default: lab)")
+    # default None: debug-suite tells "not given" from "lab"; main() makes it "lab".
+    p.add_argument("--name", default=None, help="lab name (default: lab)")
     # --name also after the subcommand; SUPPRESS keeps the top-level value otherwise.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--name", default=argparse.SUPPRESS, help="lab name (default: lab)")
@@ -194,6 +229,8 @@ def parser():
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    if args.name is None and args.func is not cmd_debug_suite:
+        args.name = "lab"
     try:
         return args.func(args) or 0
     except LabError as e:

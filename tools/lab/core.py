@@ -29,6 +29,10 @@ from .qmp import qmp
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GUEST_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guest")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
+# $CSVLAB_NAME (csvlab debug-suite --name) replaces the t<pid> prefix of the
+# pytest fixture's lab names; with "-" and a module stem of up to 6
+# characters, NAME-<module> must still fit the 16 of a lab name.
+NAME_PREFIX_MAX = 9
 QEMU = "qemu-system-x86_64"
 SERIAL_PREFIX = "csvlun"
 

@@ -13,7 +13,8 @@ A module picks another shape with
 The lab is torn down at the end of the module; its kernel logs must be free
 of Oops/BUG/WARNING/lockup lines (and, under the debug kernel, KASAN,
 lockdep, atomic-sleep and kmemleak reports: kmemleak scans first), or the
-module errors. CSVLAB_KERNEL=debug boots the debug kernel. Logs are kept under
+module errors. CSVLAB_KERNEL=debug boots the debug kernel; CSVLAB_NAME=NAME
+names the labs NAME-<module> (default t<pid>-<module>). Logs are kept under
 lab-runs/<name>/ when a test failed, the kernel logs had problems, or
 CSVLAB_KEEP_LOGS=1.
 """
@@ -21,7 +22,7 @@ import os
 
 import pytest
 
-from .core import Lab
+from .core import NAME_PREFIX_MAX, Lab
 
 
 def pytest_configure(config):
@@ -37,10 +38,14 @@ def pytest_runtest_makereport(item, call):
 
 
 def lab_name(module):
-    """Unique per pytest process and module, short enough for a netns name."""
+    """Unique per pytest process and module, short enough for a netns name:
+    t<pid>-<module>, or $CSVLAB_NAME-<module> when set."""
     stem = os.path.splitext(os.path.basename(module.__file__))[0].replace("test_", "")
     stem = "".join(c for c in stem.lower() if c.isalnum())[:6]
-    return f"t{os.getpid() % 100000}-{stem}"
+    prefix = os.environ.get("CSVLAB_NAME") or f"t{os.getpid() % 100000}"
+    if len(prefix) > NAME_PREFIX_MAX:
+        raise ValueError(f"CSVLAB_NAME={prefix!r}: at most {NAME_PREFIX_MAX} characters")
+    return f"{prefix}-{stem}"
 
 
 @pytest.fixture(scope="module")

@@ -498,14 +498,9 @@ void Daemon::RecallAllLayouts(const std::string& name, uint64_t epoch, std::func
   };
   for (NodeId node : std::vector<NodeId>(round->pending.begin(), round->pending.end())) {
     abi::Message m(CSVFS_CMD_LAYOUT_RECALL_ALL);
-    m.PutU64(CSVFS_A_REQ_ID, next_seq_++).PutString(CSVFS_A_VOLUME, name);
-    if (node == self_) {
-      CallKernel(name, m, [answered, node](abi::Message r) { answered(node, r); });
-      continue;
-    }
-    peers_->Call(node, m, [answered, node, m](std::optional<abi::Message> r) {
-      answered(node, r ? *r : abi::MakeReply(m, -ETIMEDOUT));
-    });
+    m.PutU64(CSVFS_A_REQ_ID, next_seq_++);
+    CallNodeAsync(name, node, std::move(m),
+                  [answered, node](abi::Message r) { answered(node, r); });
   }
 }
 
@@ -800,24 +795,32 @@ void Daemon::OnPeerRequest(NodeId from, abi::Message request, PeerNet::Reply rep
   ServeLocally(std::string(*volume), *epoch, std::move(request), from, std::move(reply));
 }
 
+// On the loop: a coordinator-initiated message to NODE (this node: its own
+// kernel), answered with the reply, or -ETIMEDOUT when the peer cannot be
+// reached. Recalls and breaks wait for the kernel; an INVALIDATE does not.
+void Daemon::CallNodeAsync(const std::string& volume, NodeId node, abi::Message m, Reply done) {
+  m.PutString(CSVFS_A_VOLUME, volume);
+  if (node == self_) {
+    if (m.cmd() == CSVFS_CMD_LAYOUT_RECALL || m.cmd() == CSVFS_CMD_LAYOUT_RECALL_ALL ||
+        m.cmd() == CSVFS_CMD_LEASE_BREAK) {
+      CallKernel(volume, std::move(m), std::move(done));
+      return;
+    }
+    if (kernel_ && kernel_->connected()) kernel_->Send(m);
+    done(abi::MakeReply(m, 0));
+    return;
+  }
+  peers_->Call(node, m, [done = std::move(done), m](std::optional<abi::Message> r) {
+    done(r ? std::move(*r) : abi::MakeReply(m, -ETIMEDOUT));
+  });
+}
+
 abi::Message Daemon::CallNode(const std::string& volume, NodeId node, abi::Message m) {
   // Runs on a worker: hand the call to the loop and wait, bounded.
   auto promise = std::make_shared<std::promise<abi::Message>>();
   auto future = promise->get_future();
-  m.PutString(CSVFS_A_VOLUME, volume);
   asio::post(io_, [this, volume, node, m, promise] {
-    if (node == self_) {
-      if (m.cmd() == CSVFS_CMD_LAYOUT_RECALL || m.cmd() == CSVFS_CMD_LEASE_BREAK) {
-        CallKernel(volume, m, [promise](abi::Message r) { promise->set_value(std::move(r)); });
-        return;
-      }
-      if (kernel_ && kernel_->connected()) kernel_->Send(m);
-      promise->set_value(abi::MakeReply(m, 0));
-      return;
-    }
-    peers_->Call(node, m, [promise, m](std::optional<abi::Message> r) {
-      promise->set_value(r ? std::move(*r) : abi::MakeReply(m, -ETIMEDOUT));
-    });
+    CallNodeAsync(volume, node, m, [promise](abi::Message r) { promise->set_value(std::move(r)); });
   });
   if (future.wait_for(std::chrono::milliseconds(config_.call_timeout_ms)) !=
       std::future_status::ready)

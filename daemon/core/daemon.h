@@ -123,6 +123,7 @@ class Daemon {
                     Reply reply);
   void OnPeerRequest(NodeId from, abi::Message request, PeerNet::Reply reply);
   abi::Message CallNode(const std::string& volume, NodeId node, abi::Message m);
+  void CallNodeAsync(const std::string& volume, NodeId node, abi::Message m, Reply done);
   // Delivers a coordinator's call (LAYOUT_RECALL) to this node's kernel for
   // every superblock of `volume` and answers with the kernel's reply (0 if
   // nothing is mounted here). Loop thread only.

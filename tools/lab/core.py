@@ -114,6 +114,42 @@ def wait_until(predicate, timeout, what, interval=0.5):
         time.sleep(interval)
 
 
+def _proc_stat(pid):
+    """(state, start time) of PID from /proc/PID/stat, or None if it does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[19])
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return None
+
+
+def kill_and_wait(pids, what, sig=signal.SIGKILL, timeout=30):
+    """Send SIG to PIDS and wait until every one has fully exited.
+
+    Not pid_alive(): a process's command line reads empty as soon as it
+    starts exiting (its memory goes first), while it still holds its files,
+    e.g. a qemu's disk image lock, for a while longer. A process has exited
+    when it is gone, a zombie, or its pid belongs to a newer process.
+    """
+    started = {}
+    for pid in pids:
+        stat = _proc_stat(pid)
+        if stat is None:
+            continue
+        started[pid] = stat[1]
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def exited(pid):
+        stat = _proc_stat(pid)
+        return stat is None or stat[0] == "Z" or stat[1] != started[pid]
+
+    wait_until(lambda: all(exited(p) for p in started), timeout, what, 0.05)
+
+
 def pid_alive(pid, marker):
     """True if PID runs (not a zombie) and its command line contains MARKER."""
     try:
@@ -423,10 +459,7 @@ class Lab:
             raise NodeDown(f"{self.node_name(node)} is not running")
         # Also a stopped qemu-nbd of a hung path (its export name has the marker).
         pids = [pid] + [p for p in self._our_qemu_pids(node) if p != pid]
-        for p in pids:
-            os.kill(p, signal.SIGKILL)
-        wait_until(lambda: not any(pid_alive(p, self._marker(node)) for p in pids), 30,
-                   f"qemu of {self.node_name(node)} (pid {pid}) to die", 0.05)
+        kill_and_wait(pids, f"qemu of {self.node_name(node)} (pid {pid}) to die")
 
     def restart(self, node, timeout=300):
         """Power-cycle NODE (kill if running), boot it again, wait for its agent.
@@ -499,9 +532,8 @@ class Lab:
                           options=[{"driver": "raw", "node-name": f"d{k}", "file": f"f{k}"}])
                 self._qmp(node, "blockdev-del", **{"node-name": child})
             if f"hang{k}" in present:
-                os.kill(pid, signal.SIGTERM)
-                wait_until(lambda: not pid_alive(pid, self._marker(node)), 30,
-                           f"qemu-nbd of {self.node_name(node)} to exit", 0.05)
+                kill_and_wait([pid], f"qemu-nbd of {self.node_name(node)} to exit",
+                              signal.SIGTERM)
                 os.unlink(self._path(node, f"nbd{k}.pid"))
 
     def path_is_cut(self, node, disk=0):
@@ -673,13 +705,7 @@ class Lab:
         Works after a crash: VMs are also found by the marker in their command
         line, not only by pidfile. KEEP_LOGS keeps the *.log files.
         """
-        for pid in self._our_qemu_pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        wait_until(lambda: not self._our_qemu_pids(), 30, f"the VMs of lab {self.name} to die",
-                   0.05)
+        kill_and_wait(self._our_qemu_pids(), f"the VMs of lab {self.name} to die")
         netns.delete(self.netns)
         if keep_logs:
             self._remove_all_but_logs()

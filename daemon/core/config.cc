@@ -35,6 +35,7 @@ bool LoadConfig(const std::string& path, Config* c, std::string* error) {
     c->call_timeout_ms = j.value("call_timeout_ms", c->call_timeout_ms);
     c->lease_ms = std::clamp(j.value("lease_ms", c->lease_ms), 300, 600000);
     c->lease_margin_ms = std::clamp(j.value("lease_margin_ms", c->lease_margin_ms), 0, 60000);
+    c->realtime_priority = j.value("realtime_priority", c->realtime_priority);
     c->path_fault_file = j.value("path_fault_file", c->path_fault_file);
     c->kernel = j.value("kernel", c->kernel);
     c->private_mounts = j.value("private_mounts", c->private_mounts);
@@ -58,6 +59,10 @@ bool LoadConfig(const std::string& path, Config* c, std::string* error) {
   }
   if (c->nodes.empty()) {
     *error = path + ": \"nodes\" must list the cluster's nodes";
+    return false;
+  }
+  if (c->realtime_priority < 0 || c->realtime_priority > 99) {
+    *error = "realtime_priority must be 0 (normal scheduling) or 1..99 (SCHED_RR)";
     return false;
   }
   if (c->workers < 1 || c->workers > 64) {

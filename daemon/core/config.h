@@ -35,6 +35,9 @@ struct Config {
   // this long (+ lease_margin_ms) after a node left before it mounts.
   int lease_ms = 3000;
   int lease_margin_ms = 500;
+  // SCHED_RR priority of the event loop thread, which renews the lease
+  // (0: normal scheduling). See docs/daemon.md "Scheduling".
+  int realtime_priority = 99;
   std::string path_fault_file;  // test seam: while it exists, probes fail
   bool kernel = true;           // look for csvfs.ko's genl family
   bool private_mounts = true;   // unshare the mount namespace at start

@@ -1172,11 +1172,15 @@ void Daemon::ProbeTick() {
     // A renewal later than lease_ms let the kernel's lease run out: it
     // stopped direct I/O and dropped its layouts. Say so: it is the
     // daemon's loop that was held up (CPU starvation, a slow Corosync).
-    auto late = std::chrono::duration_cast<std::chrono::milliseconds>(now - last_lease_push_);
-    if (kernel_ && !sb_volumes_.empty() && last_lease_push_ != Clock::time_point{} &&
-        late.count() > config_.lease_ms)
-      LOG(kWarning) << "lease renewed " << late.count() << " ms after the last one (lease "
-                    << config_.lease_ms << " ms): the kernel's lease ran out meanwhile";
+    auto gap = std::chrono::duration_cast<std::chrono::milliseconds>(now - last_lease_push_);
+    if (kernel_ && !sb_volumes_.empty() && last_lease_push_ != Clock::time_point{}) {
+      counters_.lease_renew_max_gap_ms = std::max(counters_.lease_renew_max_gap_ms, gap.count());
+      if (gap.count() > config_.lease_ms) {
+        ++counters_.lease_renewals_late;
+        LOG(kWarning) << "lease renewed " << gap.count() << " ms after the last one (lease "
+                      << config_.lease_ms << " ms): the kernel's lease ran out meanwhile";
+      }
+    }
     PushKernelState(true);
   }
   Reconcile();
@@ -1487,7 +1491,9 @@ json Daemon::Status() const {
                      {"peer_connects", ps.connects},
                      {"pending", pending_.size()},
                      {"last_hold_ms", counters_.last_hold_ms},
-                     {"max_hold_ms", counters_.max_hold_ms}};
+                     {"max_hold_ms", counters_.max_hold_ms},
+                     {"lease_renew_max_gap_ms", counters_.lease_renew_max_gap_ms},
+                     {"lease_renewals_late", counters_.lease_renewals_late}};
   return out;
 }
 

@@ -220,6 +220,10 @@ class Daemon {
     uint64_t requests = 0, served_local = 0, served_for_peers = 0, forwarded = 0, held = 0,
              resent = 0, refused_stale = 0, errors = 0, malformed = 0;
     double max_hold_ms = 0, last_hold_ms = 0;
+    // Kernel lease renewals: the longest time between two, and how many came
+    // later than lease_ms (the kernel's lease ran out before them).
+    int64_t lease_renew_max_gap_ms = 0;
+    uint64_t lease_renewals_late = 0;
   } counters_;
   std::map<std::string, VolumeCounters> vol_counters_;
 };

@@ -54,6 +54,9 @@ RESULTS = os.path.join(REPO, "bench", "results")
 META = os.path.join(REPO, "bench", "meta.py")
 FS_MB = 1536            # every file system gets the first 1536 MiB
 RAW_OFFSET_MB = 1600    # the raw cells use the region after it
+LOCAL_XFS_MB = (1664, 384)  # alternate: a node-local XFS on a dm-linear slice here
+LOCAL_XFS_DM = "csvbench-xfs"
+LOCAL_XFS_MNT = "/mnt/xfs-local"
 FS_BLOCKS = FS_MB * 256  # in 4 KiB blocks, for mkfs.gfs2 / mkfs.ocfs2
 
 # name, fio job options, metric ("iops" = read+write IOPS, "bw" = MB/s)
@@ -307,6 +310,23 @@ def prefill(lab, path, size_mb):
                   "conv=fsync status=none", timeout=3600)
 
 
+def setup_local_xfs(lab, size_mb):
+    """A plain XFS on NODE alone (a dm-linear slice of the disk after the raw region):
+    what any iomap file system of this kernel pays for O_DIRECT, against the device."""
+    start, size = LOCAL_XFS_MB
+    sh(lab, NODE, f"modprobe dm_mod && dmsetup create {LOCAL_XFS_DM} --table "
+                  f"'0 {size * 2048} linear {td.DEV} {start * 2048}' && "
+                  f"mkfs.xfs -q -f /dev/mapper/{LOCAL_XFS_DM} && mkdir -p {LOCAL_XFS_MNT} && "
+                  f"mount /dev/mapper/{LOCAL_XFS_DM} {LOCAL_XFS_MNT}", timeout=600)
+    path = f"{LOCAL_XFS_MNT}/bench"
+    prefill(lab, path, size_mb)
+    return path
+
+
+def teardown_local_xfs(lab):
+    lab.exec(NODE, f"umount {LOCAL_XFS_MNT}; dmsetup remove {LOCAL_XFS_DM}", timeout=300)
+
+
 # ------------------------------------------------------------------------ metadata
 
 def meta_cells(lab, key, root, a, meta, two_ok):
@@ -330,7 +350,7 @@ def meta_cells(lab, key, root, a, meta, two_ok):
                 if os.path.exists(host_res):
                     os.unlink(host_res)
                 sh(lab, PEER, f"mkdir -p {wdir}")
-                common = f" --peers 2 --barrier /lab/meta-barrier"
+                common = " --peers 2 --barrier /lab/meta-barrier"
                 lab.spawn(PEER, f"{cmd} --tag {PEER}{common} > {res}.tmp && mv {res}.tmp {res}",
                           log=f"/lab/{PEER}/meta.err")
                 mine = json.loads(sh(lab, NODE, f"{cmd} --tag {NODE}{common}",
@@ -478,7 +498,7 @@ def read_memory(lab):
                 m["csvd_vmrss_peak_kib"] = max(m["csvd_vmrss_peak_kib"], int(kv.get("VmRSS:", 0)))
             elif len(f) >= 8 and f[1] == "slab":
                 # name active_objs num_objs objsize objperslab pagesperslab : ... slabdata active num
-                name, active, num, size = f[2], int(f[3]), int(f[4]), int(f[5])
+                name, active, size = f[2], int(f[3]), int(f[5])
                 sd = f.index("slabdata") if "slabdata" in f else None
                 pages = int(f[7]) * int(f[sd + 2]) if sd else 0
                 s = m["slab"].setdefault(name, {"peak_objs": 0, "objsize": size,
@@ -578,23 +598,30 @@ def render(r):
     out.append("")
     if not main_table:
         del out[-(len(WORKLOADS) + 3):]
-    alt_r, alt_d = res.get("raw-alt"), res.get("direct-alt")
+    alt_r, alt_d, alt_x = res.get("raw-alt"), res.get("direct-alt"), res.get("xfs-alt") or {}
     if alt_r and alt_d:
-        out.append("Raw device and csvfs direct alternated rep by rep (order swapped every "
-                   "rep; `alternate` in --only), so that both see the same host load "
-                   "(load average after each cell: "
-                   + ", ".join(f"{k} {v}" for k, v in r.get("alt_load", [])) + "):\n")
-        out.append("| workload | raw device | csvfs direct | direct / raw (median) | "
-                   "direct / raw per rep |")
-        out.append("|---|---|---|---|---|")
+        out.append("Raw device, csvfs direct" + (" and a node-local XFS" if alt_x else "")
+                   + " alternated rep by rep (order changed every rep; `alternate` in --only), "
+                   "so that all see the same host load (load average after each cell: "
+                   + ", ".join(f"{k} {v}" for k, v in r.get("alt_load", [])) + ")"
+                   + (". The local XFS (mkfs.xfs on a dm-linear slice of the same disk, "
+                      "mounted on node2 only, the same prefilled file) shows what any iomap "
+                      "file system of this kernel pays against the raw device" if alt_x else "")
+                   + ":\n")
+        xhead = " local XFS | XFS / raw |" if alt_x else ""
+        out.append("| workload | raw device | csvfs direct |" + xhead
+                   + " direct / raw (median) | direct / raw per rep |")
+        out.append("|---|---|---|" + ("---|---|" if alt_x else "") + "---|---|")
         for name, _, metric in WORKLOADS:
-            rv, dv = alt_r.get(name), alt_d.get(name)
+            rv, dv, xv = alt_r.get(name), alt_d.get(name), alt_x.get(name)
             if not rv or not dv:
                 continue
             unit = "IOPS" if metric == "iops" else "MB/s"
             per = ", ".join(f"{x / y:.2f}" for x, y in zip(dv, rv))
             ratio = med(dv) / med(rv)
-            out.append(f"| {name} ({unit}) | {cell(rv)} | {cell(dv)} | {ratio:.2f}"
+            xcols = (f" {cell(xv)} | {med(xv) / med(rv):.2f} |" if xv else
+                     (" – | – |" if alt_x else ""))
+            out.append(f"| {name} ({unit}) | {cell(rv)} | {cell(dv)} |{xcols} {ratio:.2f}"
                        + (" — **csvfs behind**" if ratio < 1 else "") + f" | {per} |")
         out.append("")
     if r["not_run"]:
@@ -790,7 +817,7 @@ def chart(r, path):
     if r["meta"]:
         ax = axes[0][1]
         mk = [k for k, _ in META_SYSTEMS if k in r["meta"]]
-        labels, idx = [], 0
+        labels = []
         width = 0.8 / max(1, len(mk))
         for skey, stitle, _, _ in META_SCENARIOS:
             for p in META_PHASES:
@@ -843,7 +870,7 @@ def main():
     ap.add_argument("--meta-files", type=int, default=30)
     ap.add_argument("--only", default="raw,csvfs,failover,nfs,gfs2,ocfs2",
                     help="failover (a csvd kill on the coordinator under fio) needs csvfs; "
-                         "alternate: raw and csvfs direct alternated rep by rep")
+                         "alternate: raw, csvfs direct and a node-local XFS alternated rep by rep")
     ap.add_argument("--name", default="bench")
     ap.add_argument("--keep", action="store_true", help="leave the lab running")
     ap.add_argument("--attach", action="store_true",
@@ -917,20 +944,25 @@ def main():
         f = f"{td.MNT}/bench"
         if "alternate" in only:
             def alternate():
-                """raw and csvfs direct rep by rep (order swapped every rep), so that both
-                see the same host load: the other cells run minutes apart."""
+                """raw, csvfs direct and a local XFS rep by rep (order rotated every rep),
+                so that all see the same host load: the other cells run minutes apart."""
                 if "raw" not in only:
                     sh(lab, NODE, f"dd if=/dev/zero of={td.DEV} bs=1M seek={RAW_OFFSET_MB} "
                                   f"count={a.size} oflag=direct status=none", timeout=3600)
                 setup_csvfs(lab, mount_nodes)
                 prefill(lab, f, a.size)
+                local = setup_local_xfs(lab, a.size)
                 one = argparse.Namespace(**{**vars(a), "reps": 1})
+                cells = [("raw-alt", td.DEV, RAW_OFFSET_MB), ("direct-alt", f, None),
+                         ("xfs-alt", local, None)]
                 for rep in range(a.reps):
-                    pair = [("raw-alt", td.DEV, RAW_OFFSET_MB), ("direct-alt", f, None)]
-                    for key, target, off in (pair if rep % 2 == 0 else pair[::-1]):
+                    k = rep % len(cells)
+                    order = cells[k:] + cells[:k]
+                    for key, target, off in (order if rep % 2 == 0 else order[::-1]):
                         fio_cells(lab, key, target, one, r["fio"], offset_mb=off)
                         r.setdefault("alt_load", []).append(
                             (key, open("/proc/loadavg").read().split()[0]))
+                teardown_local_xfs(lab)
                 teardown_csvfs(lab, mount_nodes)
             phase("alternate", alternate)
 

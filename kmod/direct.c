@@ -179,31 +179,42 @@ static int csvfs_iomap_fill(struct inode *inode, loff_t pos,
  * Counted (csvfs_dio_enter) from before the lookup to csvfs_iomap_end; the
  * count is dropped while LAYOUT_GET waits, which may be for a coordinator.
  */
+/*
+ * Look pos up in the cached layout, counted in drain slot *idx from before
+ * the lookup on, so that a recall of every layout waits for this I/O.
+ * False, and not counted, if no valid extent covers pos.
+ */
+static bool csvfs_dio_lookup(struct inode *inode, loff_t pos,
+			     struct csvfs_extent *e, unsigned int *idx)
+{
+	struct csvfs_sb_info *sbi = CSVFS_SB(inode->i_sb);
+
+	*idx = csvfs_dio_enter(sbi);
+	if (csvfs_layout_lookup(inode, pos, e))
+		return true;
+	csvfs_dio_exit(sbi, *idx);
+	return false;
+}
+
 static int csvfs_iomap_begin(struct inode *inode, loff_t pos, loff_t length,
 			     unsigned int flags, struct iomap *iomap,
 			     struct iomap *srcmap)
 {
-	struct csvfs_sb_info *sbi = CSVFS_SB(inode->i_sb);
 	struct csvfs_extent e;
 	unsigned int idx;
 	int ret;
 
-	idx = csvfs_dio_enter(sbi);
-	if (!csvfs_layout_lookup(inode, pos, &e)) {
-		csvfs_dio_exit(sbi, idx);
+	if (!csvfs_dio_lookup(inode, pos, &e, &idx)) {
 		if (flags & IOMAP_NOWAIT)
 			return -EAGAIN;
-		if (csvfs_layout_get(inode, pos, length))
+		/* ask the coordinator once; still not mapped: not direct */
+		if (csvfs_layout_get(inode, pos, length) ||
+		    !csvfs_dio_lookup(inode, pos, &e, &idx))
 			return -ENOTBLK;
-		idx = csvfs_dio_enter(sbi);
-		if (!csvfs_layout_lookup(inode, pos, &e)) {
-			csvfs_dio_exit(sbi, idx);
-			return -ENOTBLK;
-		}
 	}
 	ret = csvfs_iomap_fill(inode, pos, flags, &e, iomap);
 	if (ret) {
-		csvfs_dio_exit(sbi, idx);
+		csvfs_dio_exit(CSVFS_SB(inode->i_sb), idx);
 		return ret;
 	}
 	iomap->private = (void *)(uintptr_t)idx;

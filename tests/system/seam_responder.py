@@ -343,8 +343,8 @@ def handle(store, cmd, attrs, fault):
         with open(p, "rb") as f:
             f.seek(u64(attrs, "OFFSET"))
             data = f.read(length)
-        if fault == "big-data":
-            data += b"!" * 16
+        if fault == "big-data":  # more than LENGTH, whatever the file holds
+            data = data.ljust(length, b"!") + b"!" * 16
         return [nla(A["DATA"], data)]
     if name == "WRITE":
         p = store.path(attrs[A["FH"]])

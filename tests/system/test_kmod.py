@@ -187,9 +187,7 @@ rmmod csvfs && echo rmmod-ok
 
 @pytest.mark.parametrize("fault,check", [
     ("bad-fh", "ls -d $MNT/f"),
-    pytest.param("big-data", "cat $MNT/f", marks=pytest.mark.xfail(
-        reason="open: a READ reply with DATA over CSVFS_MAX_IO hangs the reader "
-               "until the request timeout instead of failing with EIO", run=False)),
+    ("big-data", "cat $MNT/f"),
     ("bad-dirent", "ls $MNT"),
     ("errno", "stat $MNT/f"),
 ])

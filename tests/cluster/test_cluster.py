@@ -288,10 +288,10 @@ def test_malformed_frames_do_not_crash(cluster):
         s.sendall(payload)
         s.close()
         n2.netns("/usr/bin/python3", "-c",
-                     "import socket,sys; s=socket.create_connection((sys.argv[1], int(sys.argv[2])),5);"
-                     "s.sendall(bytes.fromhex(sys.argv[3])); s.settimeout(5)\n"
-                     "try: s.recv(4096)\nexcept Exception: pass",
-                     n2.addr, str(PORT), payload.hex(), check=False)
+                 "import socket,sys; s=socket.create_connection((sys.argv[1], int(sys.argv[2])),5);"
+                 "s.sendall(bytes.fromhex(sys.argv[3])); s.settimeout(5)\n"
+                 "try: s.recv(4096)\nexcept Exception: pass",
+                 n2.addr, str(PORT), payload.hex(), check=False)
     assert n2.csvd.poll() is None, "csvd survived"
     assert n2.status()["counters"]["malformed_frames"] >= 1
     assert n2.io_json("ls", "/tree")["entries"]

@@ -64,6 +64,9 @@ LEASE_MARGIN_MS = 500
 MOUNT_TIMEOUT_S = 300
 CSVD_KILLS = int(os.environ.get("CSV_FAILOVER_CSVD_KILLS", "2"))
 POWER_KILLS = int(os.environ.get("CSV_FAILOVER_POWER_KILLS", "1"))
+# csvd's realtime_priority (unset: csvd's default, SCHED_RR 99); 0 for an A/B
+# of the lease renewals with a normal-priority event loop (docs/failover.md)
+REALTIME_PRIORITY = os.environ.get("CSV_FAILOVER_REALTIME_PRIORITY")
 # generous bounds for a loaded TCG lab; the targets (DESIGN.md) are printed
 RECOVERY_LIMIT_S = 60.0      # target 2 s, from the membership change
 RESUME_LIMIT_S = 5.0         # from the new coordinator serving to I/O completing again
@@ -100,6 +103,8 @@ class FoCluster(CsvCluster):
     def config(self, node):
         c = super().config(node)
         c.update(lease_ms=LEASE_MS, lease_margin_ms=LEASE_MARGIN_MS)
+        if REALTIME_PRIORITY is not None:
+            c["realtime_priority"] = int(REALTIME_PRIORITY)
         return c
 
     def mount(self, node):

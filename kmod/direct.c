@@ -176,10 +176,6 @@ static int csvfs_iomap_fill(struct inode *inode, loff_t pos,
 }
 
 /*
- * Counted (csvfs_dio_enter) from before the lookup to csvfs_iomap_end; the
- * count is dropped while LAYOUT_GET waits, which may be for a coordinator.
- */
-/*
  * Look pos up in the cached layout, counted in drain slot *idx from before
  * the lookup on, so that a recall of every layout waits for this I/O.
  * False, and not counted, if no valid extent covers pos.
@@ -196,6 +192,10 @@ static bool csvfs_dio_lookup(struct inode *inode, loff_t pos,
 	return false;
 }
 
+/*
+ * Counted (csvfs_dio_enter) from before the lookup to csvfs_iomap_end; the
+ * count is dropped while LAYOUT_GET waits, which may be for a coordinator.
+ */
 static int csvfs_iomap_begin(struct inode *inode, loff_t pos, loff_t length,
 			     unsigned int flags, struct iomap *iomap,
 			     struct iomap *srcmap)

@@ -362,7 +362,6 @@ def test_power_off_coordinator_under_fio(env):
             if lapses[n]:
                 log(f"{n}: its lease ran out {lapses[n]} time(s) during the failover (csvd renewed "
                     f"late: {csvd_warnings(lab, n, 'lease renewed')}); it dropped its layouts")
-        for n in lapses:
             c = v1.status(n)["counters"]
             log(f"{n}: csvd's longest time between two lease renewals since it started "
                 f"{c['lease_renew_max_gap_ms']} ms, {c['lease_renewals_late']} later than the lease")

@@ -366,8 +366,15 @@ static void csvfs_commit_work(struct work_struct *work)
 	struct csvfs_inode *ci = container_of(to_delayed_work(work),
 					      struct csvfs_inode, commit_work);
 
-	/* a failure keeps the bit: close, fsync or the next write retry */
-	csvfs_layout_commit(&ci->vfs_inode, false);
+	int ret = csvfs_layout_commit(&ci->vfs_inode, false);
+
+	/*
+	 * A failure keeps the bit; try again later, or the mtime of a file
+	 * written once and then only held open (a VM image) would stay old
+	 * everywhere else until its close. A stale handle never recovers.
+	 */
+	if (ret && ret != -ESTALE)
+		csvfs_queue_delayed_work(&ci->commit_work, CSVFS_COMMIT_DELAY);
 }
 
 /* End every cached layout of the volume; inodes drop theirs lazily. */

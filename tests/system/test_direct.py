@@ -208,8 +208,12 @@ def test_path_loss_redirects_without_errors(cluster):
     cmd = (f"fio --output-format=json --name=p --filename={MNT}/f3 --size=64M --rw=randwrite "
            f"--bs=4k --ioengine=libaio --iodepth=8 --time_based --runtime=40 {VERIFY} "
            "--verify_backlog=64 > /tmp/p.json 2>&1; echo rc=$? >> /tmp/p.json")
+    before = kernel_ops(lab, "node3", "direct", "write")
     lab.spawn("node3", cmd)
-    time.sleep(8)
+    # cut only once fio's writes flow: cut before that, csvd's path probe
+    # (every 500 ms) sees it first and no bio ever fails (slow kernels)
+    wait_for(lambda: kernel_ops(lab, "node3", "direct", "write") > before + 1000,
+             60 * lab.slowdown, "fio's direct writes on node3")
     lab.cut_path("node3")
     try:
         cut = time.monotonic()
@@ -299,12 +303,19 @@ def test_direct_write_mtime_seen_while_open(cluster):
     before = int(sh(lab, "node3", f"stat -c %Y {f}"))
     time.sleep(1.1)  # mtime has whole seconds here: the write must be in a later one
     # node2 writes directly, then holds the file open: no close, no fsync
+    written = "/tmp/open-image.written"
     writer = ("import mmap, os, time; fd = os.open('%s', os.O_RDWR | os.O_DIRECT); "
               "b = mmap.mmap(-1, 4096); b.write(os.urandom(4096)); "
-              "assert os.pwrite(fd, b, 0) == 4096; time.sleep(60)" % f)
+              "assert os.pwrite(fd, b, 0) == 4096; open('%s', 'w').close(); "
+              "time.sleep(600)" % (f, written))
+    sh(lab, "node2", f"rm -f {written}")
     lab.spawn("node2", f'/usr/bin/python3 -c "{writer}"', log="/lab/node2/open-image.log")
     try:
-        wait_for(lambda: int(sh(lab, "node3", f"stat -c %Y {f}")) > before, 20,
+        # from the write on, not from the spawn (python starts slowly in a
+        # debug guest); the timer commits after 1 s, 20 s is for slow hosts
+        wait_for(lambda: lab.exec("node2", f"test -e {written}").ok, 60 * lab.slowdown,
+                 "node2's direct write")
+        wait_for(lambda: int(sh(lab, "node3", f"stat -c %Y {f}")) > before, 20 * lab.slowdown,
                  "node2's direct write's mtime on node3")
         assert dmesg_count(lab, "node2", "redirecting") == 0
     finally:

@@ -75,15 +75,21 @@ constexpr int kMovesBlocks = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE |
 
 }  // namespace
 
-int ServiceImpl::AddOpen(Call& c, std::shared_ptr<OpenFile> file) {
+// reclaim: the OPEN_ID an earlier coordinator gave this open (0: a new open).
+int ServiceImpl::AddOpen(Call& c, std::shared_ptr<OpenFile> file, uint64_t reclaim) {
   uint32_t lease = CSVFS_LEASE_NONE;
-  uint64_t id = 0;
+  uint64_t id = reclaim;
   {
     std::lock_guard lock(mu_);
     // Ids of an earlier coordinator (still held by nodes) must not name a
     // new open here: the first open of this service starts at a random id.
     if (next_open_id_ == 1) next_open_id_ = (std::random_device{}() * 0x10000ull + 1) << 16;
-    id = next_open_id_++;
+    while (!id && opens_.count(next_open_id_)) ++next_open_id_;
+    if (!id) id = next_open_id_++;
+    if (auto it = opens_.find(id); reclaim && it != opens_.end()) {
+      // A reclaim re-sent: fine if it is this node's open of this file.
+      return it->second->node == file->node && it->second->key == file->key ? 0 : -EEXIST;
+    }
     lease = leases_.Level(file->key, file->node);
     opens_.emplace(id, std::move(file));
   }
@@ -92,8 +98,13 @@ int ServiceImpl::AddOpen(Call& c, std::shared_ptr<OpenFile> file) {
   return 0;
 }
 
+// With an OPEN_ID: a node reclaims an open it made under an earlier
+// coordinator (its daemon re-sends every open after a failover or a move,
+// see orphans.cc); it keeps its id, and opening has no side effects.
 int ServiceImpl::Open(Call& c) {
-  const int flags = static_cast<int>(*c.req.GetU32(CSVFS_A_FLAGS));
+  const uint64_t reclaim = c.req.GetU64(CSVFS_A_OPEN_ID).value_or(0);
+  int flags = static_cast<int>(*c.req.GetU32(CSVFS_A_FLAGS));
+  if (reclaim) flags &= ~(O_TRUNC | O_CREAT | O_EXCL);
   const int accmode = flags & O_ACCMODE;
   if (accmode == O_ACCMODE) return -EINVAL;
   auto file = std::make_shared<OpenFile>();
@@ -113,11 +124,12 @@ int ServiceImpl::Open(Call& c) {
     if (accmode != O_RDONLY && (flags & O_TRUNC) && st.st_size > 0) {
       if (int err = Truncate(file->key, st, 0, c.node)) return err;
     }
-    BreakLeases(file->key, c.node, accmode != O_RDONLY ? CSVFS_LEASE_WRITE : CSVFS_LEASE_READ);
+    if (!reclaim)
+      BreakLeases(file->key, c.node, accmode != O_RDONLY ? CSVFS_LEASE_WRITE : CSVFS_LEASE_READ);
   } else if (S_ISDIR(st.st_mode)) {
     if (int err = fs_->Open(file->key, O_RDONLY | O_DIRECTORY, &file->fd)) return err;
   }  // FIFOs, sockets, devices: node-local objects, no lower fd
-  return AddOpen(c, std::move(file));
+  return AddOpen(c, std::move(file), reclaim);
 }
 
 int ServiceImpl::Release(Call& c) {
@@ -132,6 +144,8 @@ int ServiceImpl::Release(Call& c) {
   if (it->second->node != c.node) return -EBADF;
   file = std::move(it->second);
   opens_.erase(it);
+  // Its last open anywhere: an orphan goes now (after the grace period).
+  RemoveOrphans(TakeUnusedOrphans());
   return 0;
 }
 

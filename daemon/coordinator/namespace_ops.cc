@@ -261,11 +261,18 @@ int ServiceImpl::RemoveEntry(Call& c, int dirfd, const std::string& name, int at
     if (int err = VictimKey(dirfd, name, &victim)) return err;
   }
   std::optional<ExclusiveGuard> guard;
+  int64_t orphan = 0;
   if (victim) {
     guard.emplace(&layout_gate_, *victim);
     RecallLayouts(*victim, Range{}, c.node);
+    orphan = OrphanIfOpen(dirfd, name, *victim);
+    if (orphan < 0) return static_cast<int>(orphan);
   }
-  if (::unlinkat(dirfd, name.c_str(), at_flags) != 0) return LastError();
+  if (::unlinkat(dirfd, name.c_str(), at_flags) != 0) {
+    int err = LastError();
+    UndoOrphan(orphan);
+    return err;
+  }
   return 0;
 }
 
@@ -279,6 +286,15 @@ int ServiceImpl::Remove(Call& c, int at_flags) {
 
 int ServiceImpl::Unlink(Call& c) { return Remove(c, 0); }
 int ServiceImpl::Rmdir(Call& c) { return Remove(c, AT_REMOVEDIR); }
+
+// Two names of one file: a rename between them changes nothing (POSIX).
+static bool SameInode(int dir, const std::string& name, int new_dir, const std::string& new_name) {
+  struct stat a {
+  }, b{};
+  return ::fstatat(dir, name.c_str(), &a, AT_SYMLINK_NOFOLLOW) == 0 &&
+         ::fstatat(new_dir, new_name.c_str(), &b, AT_SYMLINK_NOFOLLOW) == 0 &&
+         a.st_ino == b.st_ino && a.st_dev == b.st_dev;
+}
 
 int ServiceImpl::Rename(Call& c) {
   std::string name, new_name;
@@ -294,12 +310,18 @@ int ServiceImpl::Rename(Call& c) {
     if (int err = VictimKey(new_dir.get(), new_name, &victim)) return err;
   }
   std::optional<ExclusiveGuard> guard;
-  if (victim) {
+  int64_t orphan = 0;
+  if (victim && !SameInode(dir.get(), name, new_dir.get(), new_name)) {
     guard.emplace(&layout_gate_, *victim);
     RecallLayouts(*victim, Range{}, c.node);
+    orphan = OrphanIfOpen(new_dir.get(), new_name, *victim);
+    if (orphan < 0) return static_cast<int>(orphan);
   }
-  if (::renameat2(dir.get(), name.c_str(), new_dir.get(), new_name.c_str(), flags) != 0)
-    return LastError();
+  if (::renameat2(dir.get(), name.c_str(), new_dir.get(), new_name.c_str(), flags) != 0) {
+    int err = LastError();
+    UndoOrphan(orphan);
+    return err;
+  }
   return 0;
 }
 
@@ -326,7 +348,7 @@ int ServiceImpl::Readdir(Call& c) {
       const auto* d = reinterpret_cast<const LinuxDirent64*>(buf.data() + at);
       at += d->d_reclen;
       std::string_view entry(d->d_name);
-      if (entry == "." || entry == ".." || entry == OpLog::kName) continue;
+      if (entry == "." || entry == ".." || entry == OpLog::kName || entry == kOrphanDir) continue;
       batch.push_back({d->d_ino, static_cast<uint64_t>(d->d_off), d->d_type, std::string(entry)});
     }
     if (abi::PackDirents(batch, &packed) < batch.size()) break;  // reply is full

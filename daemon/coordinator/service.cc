@@ -60,7 +60,7 @@ int ServiceImpl::Init(std::string* error) {
              std::strerror(-err);
     return -1;
   }
-  return 0;
+  return OpenOrphans(error);
 }
 
 void ServiceImpl::Close() {
@@ -72,6 +72,7 @@ void ServiceImpl::Close() {
     locks_ = {};
   }
   dev_fd_.Reset();
+  orphan_dir_.Reset();
   oplog_.reset();  // its open file would keep the mount busy
   if (!fs_) return;
   if (int err = fs_->Unmount(); err != 0)
@@ -81,8 +82,10 @@ void ServiceImpl::Close() {
 }
 
 void ServiceImpl::ForgetNode(uint32_t node) {
+  std::vector<std::string> unused;
   std::lock_guard lock(mu_);
   std::erase_if(opens_, [node](const auto& kv) { return kv.second->node == node; });
+  unused = TakeUnusedOrphans();
   // Its layouts stay: until its lease has run out it may still write with
   // them, so freeing their blocks must still recall them (a recall to a
   // node that is gone ends after call_timeout_ms, longer than any lease,
@@ -91,6 +94,7 @@ void ServiceImpl::ForgetNode(uint32_t node) {
   // layout was freed meanwhile (the lab partition test saw -EPERM there).
   leases_.ForgetNode(node);
   locks_.ForgetNode(node);
+  RemoveOrphans(unused);  // under mu_: rare, and unlink of an inode in use is quick
 }
 
 const std::vector<ServiceImpl::OpFn>& ServiceImpl::Dispatch() {
@@ -178,8 +182,8 @@ int ServiceImpl::GetName(const Call& c, int attr, std::string* name) {
   auto s = c.req.GetString(attr);
   if (!s) return -EINVAL;
   if (s->size() >= CSVFS_MAX_NAME) return -ENAMETOOLONG;
-  if (!abi::IsValidName(*s)) return -EINVAL;  // '/', NUL, ".", ".."
-  if (*s == OpLog::kName) return -EPERM;      // reserved: the op record
+  if (!abi::IsValidName(*s)) return -EINVAL;                  // '/', NUL, ".", ".."
+  if (*s == OpLog::kName || *s == kOrphanDir) return -EPERM;  // reserved
   *name = std::string(*s);
   return 0;
 }
@@ -191,9 +195,10 @@ int ServiceImpl::PutEntry(Call& c, int fd) const {
   return PutAttr(c, fd);
 }
 
-int ServiceImpl::PutAttr(Call& c, int fd) {
+int ServiceImpl::PutAttr(Call& c, int fd) const {
   csvfs_attr attr{};
   if (int err = StatAttr(fd, &attr)) return err;
+  if (attr.nlink > 0 && S_ISREG(attr.mode) && IsOrphan(static_cast<ino_t>(attr.ino))) --attr.nlink;
   c.reply.PutStruct(CSVFS_A_ATTR, attr);
   return 0;
 }

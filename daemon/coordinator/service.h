@@ -54,6 +54,13 @@ class Service {
   // stay until recalled or returned; see ServiceImpl::ForgetNode).
   virtual void ForgetNode(uint32_t node) = 0;
 
+  // The reclaim grace period is over: every open a node still holds from
+  // an earlier coordinator has been reclaimed (an OPEN with its OPEN_ID),
+  // so files that lost their last name and that nobody reclaimed are
+  // removed. Returns how many. Until then none is removed.
+  virtual size_t EndGrace() = 0;
+  virtual uint64_t RemovedOrphans() const = 0;
+
   // Flushes and unmounts the lower filesystem (planned move, shutdown).
   virtual void Close() = 0;
 };

@@ -58,6 +58,8 @@ class ServiceImpl final : public Service {
   abi::Message Handle(const abi::Message& request, uint32_t from_node) override;
   std::vector<uint8_t> RootHandle() const override { return root_fh_; }
   void ForgetNode(uint32_t node) override;
+  size_t EndGrace() override;
+  uint64_t RemovedOrphans() const override { return removed_orphans_; }
   void Close() override;
 
  private:
@@ -70,7 +72,8 @@ class ServiceImpl final : public Service {
                     bool* direct) const;
   static int GetName(const Call& c, int attr, std::string* name);
   int PutEntry(Call& c, int fd) const;
-  static int PutAttr(Call& c, int fd);
+  // The attributes of fd; an orphan's name in kOrphanDir is not counted.
+  int PutAttr(Call& c, int fd) const;
 
   // Namespace (namespace_ops.cc).
   int Lookup(Call& c);
@@ -117,7 +120,7 @@ class ServiceImpl final : public Service {
 
   // Data (data_ops.cc).
   int Open(Call& c);
-  int AddOpen(Call& c, std::shared_ptr<OpenFile> file);
+  int AddOpen(Call& c, std::shared_ptr<OpenFile> file, uint64_t reclaim = 0);
   int Release(Call& c);
   int Fsync(Call& c);
   int Read(Call& c);
@@ -149,6 +152,21 @@ class ServiceImpl final : public Service {
   void BreakLeases(const FileKey& key, uint32_t node, uint32_t wanted);
   abi::Message NodeRequest(uint8_t cmd, const FileKey& key);
 
+  // Orphans: open files that lost their last name (orphans.cc).
+  static constexpr const char* kOrphanDir = ".csvfs-orphans";  // reserved, hidden
+  struct Orphan {
+    std::string name;  // in kOrphanDir
+    FileKey key;
+  };
+  int OpenOrphans(std::string* error);
+  void AdoptOrphan(const std::string& name);
+  bool OpenAnywhere(const FileKey& key) const;  // mu_ held
+  bool IsOrphan(ino_t ino) const;
+  int64_t OrphanIfOpen(int dirfd, const std::string& name, const FileKey& key);
+  void UndoOrphan(int64_t ino);
+  std::vector<std::string> TakeUnusedOrphans();  // mu_ held
+  void RemoveOrphans(const std::vector<std::string>& names);
+
   const ServiceOptions options_;
   std::unique_ptr<LowerFs> fs_;
   UniqueFd dev_fd_;        // the device, O_RDWR | O_DIRECT
@@ -169,6 +187,10 @@ class ServiceImpl final : public Service {
   LayoutTable layouts_;                                  // guarded by mu_
   LeaseTable leases_;                                    // guarded by mu_
   LockTable locks_;                                      // guarded by mu_
+  UniqueFd orphan_dir_;
+  std::map<ino_t, Orphan> orphans_;  // guarded by mu_
+  bool grace_ = true;                // guarded by mu_: reclaims still expected
+  std::atomic<uint64_t> removed_orphans_{0};
 };
 
 }  // namespace csv::coord

@@ -214,11 +214,11 @@ class ServiceTest : public ::testing::Test {
     }
     return 0;
   }
-  Bytes Read(const Bytes& fh, uint64_t open_id, uint64_t off, uint64_t len) {
+  Bytes Read(const Bytes& fh, uint64_t open_id, uint64_t off, uint64_t len, uint32_t node = 1) {
     Message m = OnFh(CSVFS_CMD_READ, fh);
     m.PutU64(CSVFS_A_OFFSET, off).PutU64(CSVFS_A_LENGTH, len);
     if (open_id) m.PutU64(CSVFS_A_OPEN_ID, open_id);
-    Message r = Do(m);
+    Message r = Do(m, node);
     EXPECT_EQ(r.error(), 0);
     auto d = r.GetBinary(CSVFS_A_DATA);
     return d ? Bytes(d->begin(), d->end()) : Bytes{};
@@ -680,6 +680,101 @@ TEST_F(ServiceTest, NoLayoutForAFileWithoutLinks) {
   EXPECT_FALSE(r.Has(CSVFS_A_EXTENTS));
   // the open file is still read and written through the coordinator
   ASSERT_EQ(Write(f, id, 0, Pattern(4096, 5)), 0);
+}
+
+// A file open on node 2 that node 1 unlinks, and one that node 1 renames
+// over, live on in the hidden orphan directory: node 2 still reads them
+// through its open, they show no link and have no layout; the orphan goes
+// with node 2's last release.
+TEST_F(ServiceTest, OpenFileThatLosesItsLastNameLivesOnUntilItsLastRelease) {
+  svc_->EndGrace();
+  auto [f, id] = Create(root_, "held", O_RDWR | O_EXCL, 2);
+  auto [g, gid] = Create(root_, "replaced", O_RDWR | O_EXCL, 2);
+  auto [n, nid] = Create(root_, "new", O_RDWR | O_EXCL, 1);
+  ASSERT_EQ(Write(f, id, 0, Pattern(8192, 1), 2), 0);
+  ASSERT_EQ(Write(g, gid, 0, Pattern(4096, 2), 2), 0);
+  ASSERT_EQ(Do(Named(CSVFS_CMD_UNLINK, root_, "held"), 1).error(), 0);
+  Message ren = Named(CSVFS_CMD_RENAME, root_, "new");
+  ren.PutBinary(CSVFS_A_NEW_PARENT_FH, root_).PutString(CSVFS_A_NEW_NAME, "replaced");
+  ASSERT_EQ(Do(ren.PutU32(CSVFS_A_FLAGS, 0), 1).error(), 0);
+  EXPECT_EQ(Lookup(root_, "held"), -ENOENT);
+  EXPECT_EQ(Getattr(f).nlink, 0u);
+  EXPECT_EQ(Getattr(g).nlink, 0u);
+  EXPECT_EQ(Read(f, id, 0, 8192, 2), Pattern(8192, 1));
+  EXPECT_EQ(Read(g, gid, 0, 4096, 2), Pattern(4096, 2));
+  Message lg = OnFh(CSVFS_CMD_LAYOUT_GET, f);
+  lg.PutU64(CSVFS_A_OFFSET, 0).PutU64(CSVFS_A_LENGTH, 8192).PutU32(CSVFS_A_LAYOUT_IOMODE, 1);
+  EXPECT_EQ(Do(lg, 2).error(), -ESTALE);
+  // the directory is hidden and its name reserved
+  Message rd = OnFh(CSVFS_CMD_READDIR, root_);
+  Message list = Do(rd.PutU64(CSVFS_A_COOKIE, 0));
+  std::vector<abi::DirEntry> entries;
+  ASSERT_TRUE(abi::UnpackDirents(*list.GetBinary(CSVFS_A_DIRENTS), &entries).ok());
+  std::set<std::string> names;
+  for (const auto& e : entries) names.insert(e.name);
+  EXPECT_EQ(names, (std::set<std::string>{"replaced"}));
+  EXPECT_EQ(Lookup(root_, ".csvfs-orphans"), -ENOENT);
+  EXPECT_EQ(Do(Named(CSVFS_CMD_MKDIR, root_, ".csvfs-orphans").PutU32(CSVFS_A_MODE, 0755)).error(),
+            -EPERM);
+  std::string odir = vol_.dir + "/mnt/.csvfs-orphans";
+  EXPECT_EQ(::csv::coord::Run("ls " + odir + " | wc -l"), "2");
+  ASSERT_EQ(Do(OnFh(CSVFS_CMD_RELEASE, f).PutU64(CSVFS_A_OPEN_ID, id), 2).error(), 0);
+  ASSERT_EQ(Do(OnFh(CSVFS_CMD_RELEASE, g).PutU64(CSVFS_A_OPEN_ID, gid), 2).error(), 0);
+  EXPECT_EQ(::csv::coord::Run("ls " + odir + " | wc -l"), "0");
+  EXPECT_EQ(svc_->RemovedOrphans(), 2u);
+  EXPECT_EQ(Do(OnFh(CSVFS_CMD_GETATTR, f)).error(), -ESTALE);
+  // a file nobody has open is simply removed
+  ASSERT_EQ(Do(OnFh(CSVFS_CMD_RELEASE, n).PutU64(CSVFS_A_OPEN_ID, nid), 1).error(), 0);
+  ASSERT_EQ(Do(Named(CSVFS_CMD_UNLINK, root_, "replaced"), 1).error(), 0);
+  EXPECT_EQ(::csv::coord::Run("ls " + odir + " | wc -l"), "0");
+}
+
+// The next coordinator (here: the service closed and opened again, as at a
+// move; a crash leaves the same on the volume) finds the orphans. Node 2
+// reclaims its open by its OPEN_ID and keeps reading; the orphan nobody
+// reclaims is removed when the grace period ends, the reclaimed one at its
+// release.
+TEST_F(ServiceTest, OrphansSurviveTheCoordinatorAndAreReclaimed) {
+  auto [f, id] = Create(root_, "kept", O_RDWR | O_EXCL, 2);
+  auto [g, gid] = Create(root_, "dropped", O_RDWR | O_EXCL, 3);
+  ASSERT_EQ(Write(f, id, 0, Pattern(4096, 7), 2), 0);
+  ASSERT_EQ(Do(Named(CSVFS_CMD_UNLINK, root_, "kept"), 1).error(), 0);
+  ASSERT_EQ(Do(Named(CSVFS_CMD_UNLINK, root_, "dropped"), 1).error(), 0);
+  svc_->Close();
+  ServiceOptions o;
+  o.volume = "Test1";
+  o.device = vol_.loop;
+  o.mount_dir = vol_.dir + "/mnt";
+  std::string error;
+  svc_ = Service::Open(o, &error);
+  ASSERT_TRUE(svc_) << error;
+  EXPECT_EQ(Getattr(f).nlink, 0u);
+  Message reclaim = OnFh(CSVFS_CMD_OPEN, f);
+  reclaim.PutU32(CSVFS_A_FLAGS, O_RDWR | O_TRUNC).PutU64(CSVFS_A_OPEN_ID, id);
+  Message r = Do(reclaim, 2);
+  ASSERT_EQ(r.error(), 0);
+  EXPECT_EQ(r.GetU64(CSVFS_A_OPEN_ID), id);  // the same id, and O_TRUNC ignored
+  EXPECT_EQ(Do(reclaim, 2).error(), 0);      // a reclaim re-sent
+  EXPECT_EQ(Do(reclaim, 3).error(), -EEXIST);
+  EXPECT_EQ(svc_->EndGrace(), 1u);
+  EXPECT_EQ(Do(OnFh(CSVFS_CMD_GETATTR, g)).error(), -ESTALE);
+  EXPECT_EQ(Read(f, id, 0, 4096, 2), Pattern(4096, 7));
+  // the reclaimed id is this node's open: another node cannot release it
+  EXPECT_EQ(Do(OnFh(CSVFS_CMD_RELEASE, f).PutU64(CSVFS_A_OPEN_ID, id), 3).error(), -EBADF);
+  ASSERT_EQ(Do(OnFh(CSVFS_CMD_RELEASE, f).PutU64(CSVFS_A_OPEN_ID, id), 2).error(), 0);
+  EXPECT_EQ(Do(OnFh(CSVFS_CMD_GETATTR, f)).error(), -ESTALE);
+  EXPECT_EQ(::csv::coord::Run("ls " + vol_.dir + "/mnt/.csvfs-orphans | wc -l"), "0");
+}
+
+// A node that leaves takes its opens with it: its orphans go.
+TEST_F(ServiceTest, OrphansOfANodeThatLeftAreRemoved) {
+  svc_->EndGrace();
+  auto [f, id] = Create(root_, "x", O_RDWR | O_EXCL, 3);
+  ASSERT_EQ(Do(Named(CSVFS_CMD_UNLINK, root_, "x"), 1).error(), 0);
+  EXPECT_EQ(Getattr(f).nlink, 0u);
+  svc_->ForgetNode(3);
+  EXPECT_EQ(Do(OnFh(CSVFS_CMD_GETATTR, f)).error(), -ESTALE);
+  EXPECT_EQ(svc_->RemovedOrphans(), 1u);
 }
 
 TEST_F(ServiceTest, RedirectedWriteIntoAHoleRecallsHoleLayouts) {

@@ -100,10 +100,11 @@ int ServiceImpl::LayoutGet(Call& c) {
   if (int err = ReopenRegular(key, st, O_RDONLY, &fd, &direct)) return err;
   if (!layout_gate_.TryEnterShared(key)) return -EAGAIN;  // being recalled
   // A file without links is freed by XFS itself (last close, unmount, log
-  // recovery) with no recall first: never hand out its blocks. Checked
-  // inside the gate, which an unlink holds across its recall.
+  // recovery) with no recall first: never hand out its blocks. Nor those of
+  // an orphan: RemoveOrphans frees them without a recall. Checked inside
+  // the gate, which an unlink holds across its recall.
   struct stat now {};
-  if (::fstat(fd.get(), &now) != 0 || now.st_nlink == 0) {
+  if (::fstat(fd.get(), &now) != 0 || now.st_nlink == 0 || IsOrphan(now.st_ino)) {
     layout_gate_.LeaveShared(key);
     return -ESTALE;
   }

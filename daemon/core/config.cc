@@ -36,6 +36,7 @@ bool LoadConfig(const std::string& path, Config* c, std::string* error) {
     c->lease_ms = std::clamp(j.value("lease_ms", c->lease_ms), 300, 600000);
     c->lease_margin_ms = std::clamp(j.value("lease_margin_ms", c->lease_margin_ms), 0, 60000);
     c->realtime_priority = j.value("realtime_priority", c->realtime_priority);
+    c->reclaim_grace_ms = std::clamp(j.value("reclaim_grace_ms", c->reclaim_grace_ms), 0, 3600000);
     c->path_fault_file = j.value("path_fault_file", c->path_fault_file);
     c->kernel = j.value("kernel", c->kernel);
     c->private_mounts = j.value("private_mounts", c->private_mounts);

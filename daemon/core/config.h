@@ -38,6 +38,9 @@ struct Config {
   // SCHED_RR priority of the event loop thread, which renews the lease
   // (0: normal scheduling). See docs/daemon.md "Scheduling".
   int realtime_priority = 99;
+  // A new coordinator removes the files that lost their last name while
+  // open (orphans) that no node reclaimed this long after it served.
+  int reclaim_grace_ms = 30000;
   std::string path_fault_file;  // test seam: while it exists, probes fail
   bool kernel = true;           // look for csvfs.ko's genl family
   bool private_mounts = true;   // unshare the mount namespace at start

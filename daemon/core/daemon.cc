@@ -396,6 +396,7 @@ void Daemon::Reconcile() {
   for (auto& [name, l] : locals_)
     if (!state_.volume(name) && l.service && !l.busy) CloseService(name);
   PushKernelState();
+  ReclaimOpens();
   DispatchHeld();
 }
 
@@ -440,6 +441,7 @@ void Daemon::OpenService(const std::string& name, uint64_t epoch) {
         VLOG(kInfo, name, epoch) << "serving (" << static_cast<int>(total) << " ms)";
         lr.service = svc;
         lr.served_epoch = 0;  // READY goes out in Reconcile
+        EndGraceLater(name, svc, epoch);
         Reconcile();
       });
     });
@@ -635,6 +637,7 @@ void Daemon::Dispatch(uint64_t id) {
     p.held = false;
     ++counters_.resent;
   }
+  p.epoch = v->epoch;
   abi::Message req = p.request;
   req.PutU64(CSVFS_A_EPOCH, v->epoch);
   req.PutString(CSVFS_A_VOLUME, p.volume);
@@ -716,6 +719,7 @@ void Daemon::Finish(uint64_t id, abi::Message reply) {
   pending_.erase(it);
   int cmd = p.request.cmd();
   if (reply.error() != 0) ++counters_.errors;
+  TrackOpen(p, reply);
   reply.PutU64(CSVFS_A_REQ_ID, p.client_req_id);
   // Results only this node knows: where the volume is here.
   if (cmd == CSVFS_CMD_ATTACH && reply.error() == 0) {
@@ -726,6 +730,89 @@ void Daemon::Finish(uint64_t id, abi::Message reply) {
     }
   }
   p.done(std::move(reply));
+}
+
+// OPEN, CREATE and RELEASE of local clients keep opens_ (OpenRecord).
+void Daemon::TrackOpen(const Pending& p, const abi::Message& reply) {
+  const int cmd = p.request.cmd();
+  auto& opens = opens_[p.volume];
+  if (cmd == CSVFS_CMD_RELEASE) {
+    if (auto id = p.request.GetU64(CSVFS_A_OPEN_ID)) opens.erase(*id);
+    return;
+  }
+  if (cmd != CSVFS_CMD_OPEN && cmd != CSVFS_CMD_CREATE) return;
+  const auto reclaim = cmd == CSVFS_CMD_OPEN ? p.request.GetU64(CSVFS_A_OPEN_ID) : std::nullopt;
+  if (reclaim) {
+    auto it = opens.find(*reclaim);
+    if (reply.error() != 0) {
+      ++counters_.reclaim_failed;
+      VLOG(kWarning, p.volume, p.epoch)
+          << "reclaim of open " << *reclaim << " refused: " << std::strerror(-reply.error());
+      if (it != opens.end()) opens.erase(it);
+      return;
+    }
+    ++counters_.reclaimed;
+    if (it == opens.end()) {
+      // Released while the reclaim was on its way: release it again there.
+      abi::Message rel(CSVFS_CMD_RELEASE);
+      rel.PutBinary(CSVFS_A_FH, *p.request.GetBinary(CSVFS_A_FH)).PutU64(CSVFS_A_OPEN_ID, *reclaim);
+      Submit(p.volume, std::move(rel), [](abi::Message) {});
+      return;
+    }
+    it->second.epoch = p.epoch;
+    it->second.reclaiming = false;
+    return;
+  }
+  auto id = reply.GetU64(CSVFS_A_OPEN_ID);
+  auto fh = cmd == CSVFS_CMD_OPEN ? p.request.GetBinary(CSVFS_A_FH) : reply.GetBinary(CSVFS_A_FH);
+  auto flags = p.request.GetU32(CSVFS_A_FLAGS);
+  if (reply.error() != 0 || !id || !fh || !flags) return;
+  OpenRecord& r = opens[*id];
+  r.fh.assign(fh->begin(), fh->end());
+  r.flags = *flags & ~static_cast<uint32_t>(O_CREAT | O_EXCL | O_TRUNC);
+  r.epoch = p.epoch;
+  r.reclaiming = false;
+}
+
+// Every open a serving coordinator does not know yet (made under an
+// earlier epoch) goes to it again, with its OPEN_ID.
+void Daemon::ReclaimOpens() {
+  for (auto& [volume, opens] : opens_) {
+    const VolumeState* v = state_.volume(volume);
+    if (!v || !Serving(*v)) continue;
+    for (auto& [id, r] : opens) {
+      if (r.epoch == v->epoch || r.reclaiming) continue;
+      r.reclaiming = true;
+      abi::Message m(CSVFS_CMD_OPEN);
+      m.PutBinary(CSVFS_A_FH, r.fh).PutU32(CSVFS_A_FLAGS, r.flags).PutU64(CSVFS_A_OPEN_ID, id);
+      Submit(volume, std::move(m), [](abi::Message) {});  // TrackOpen sees the reply
+    }
+  }
+}
+
+// Orphans (files that lost their last name while open) that no node
+// reclaimed within the grace period are removed; the service decides.
+void Daemon::EndGraceLater(const std::string& name, std::shared_ptr<coord::Service> svc,
+                           uint64_t epoch) {
+  auto timer = std::make_shared<asio::steady_timer>(io_);
+  timer->expires_after(std::chrono::milliseconds(config_.reclaim_grace_ms));
+  timer->async_wait([this, timer, name, svc, epoch](boost::system::error_code ec) {
+    if (ec || stopping_) return;
+    auto it = locals_.find(name);
+    if (it == locals_.end() || it->second.service != svc) return;  // closed meanwhile
+    auto gate = it->second.gate;
+    asio::post(workers_, [this, svc, gate, name, epoch] {
+      size_t removed;
+      {
+        std::shared_lock lock(*gate);
+        removed = svc->EndGrace();
+      }
+      asio::post(io_, [name, epoch, removed] {
+        VLOG(kInfo, name, epoch) << "reclaim grace over: " << removed
+                                 << " unreclaimed orphan(s) removed";
+      });
+    });
+  });
 }
 
 void Daemon::ServeLocally(const std::string& volume, uint64_t epoch, abi::Message request,
@@ -1457,6 +1544,11 @@ json Daemon::Status() const {
     jv["device"] = lit == locals_.end() ? "" : lit->second.device;
     jv["frozen_here"] = lit != locals_.end() && lit->second.frozen;
     jv["serving_here"] = lit != locals_.end() && lit->second.service != nullptr;
+    // Files that lost their last name while open, removed by this node's
+    // service since it began serving (orphans.cc).
+    jv["orphans_removed"] = jv["serving_here"] ? lit->second.service->RemovedOrphans() : 0;
+    auto oit = opens_.find(name);
+    jv["opens_here"] = oit == opens_.end() ? 0 : oit->second.size();
     json per = json::array();
     for (NodeId n : state_.members()) {
       auto [mode, reason] = IoMode(n, v);
@@ -1484,6 +1576,8 @@ json Daemon::Status() const {
                      {"forwarded", counters_.forwarded},
                      {"held", counters_.held},
                      {"resent", counters_.resent},
+                     {"reclaimed", counters_.reclaimed},
+                     {"reclaim_failed", counters_.reclaim_failed},
                      {"refused_stale_epoch", counters_.refused_stale},
                      {"errors", counters_.errors},
                      {"malformed_frames", counters_.malformed + ps.malformed},

@@ -85,8 +85,20 @@ class Daemon {
     uint64_t client_req_id = 0;
     Reply done;
     bool held = false;
+    uint64_t epoch = 0;  // of the coordinator it was last sent to
     Clock::time_point start{};
     Clock::time_point held_since{};
+  };
+
+  // An open of this node's clients (kernel, test channel), kept until its
+  // RELEASE and re-sent with its OPEN_ID to every new coordinator
+  // (reclaim): the new one then knows it, and keeps a file that lost its
+  // last name while open (daemon/coordinator/orphans.cc).
+  struct OpenRecord {
+    std::vector<uint8_t> fh;
+    uint32_t flags = 0;  // O_CREAT, O_EXCL and O_TRUNC taken out
+    uint64_t epoch = 0;  // the coordinator's epoch that knows it
+    bool reclaiming = false;
   };
 
   struct ControlWait {
@@ -118,6 +130,9 @@ class Daemon {
   void DispatchHeld();
   void ArmRetry();
   void Finish(uint64_t id, abi::Message reply);
+  void TrackOpen(const Pending& p, const abi::Message& reply);
+  void ReclaimOpens();
+  void EndGraceLater(const std::string& name, std::shared_ptr<coord::Service> svc, uint64_t epoch);
   bool Serving(const VolumeState& v) const;
   void ServeLocally(const std::string& volume, uint64_t epoch, abi::Message request, NodeId from,
                     Reply reply);
@@ -184,6 +199,7 @@ class Daemon {
   Clock::time_point last_sync_sent_{};   // the last SYNC this node sent
   std::map<std::string, Local> locals_;
   std::map<uint64_t, Pending> pending_;
+  std::map<std::string, std::map<uint64_t, OpenRecord>> opens_;  // volume -> OPEN_ID ->
   uint64_t next_pending_ = 1;
   // OP_IDs of the test channel's requests: top bit set (the kernel's are
   // clear), 31 random bits per daemon start, a counter.
@@ -218,7 +234,8 @@ class Daemon {
 
   struct Counters {
     uint64_t requests = 0, served_local = 0, served_for_peers = 0, forwarded = 0, held = 0,
-             resent = 0, refused_stale = 0, errors = 0, malformed = 0;
+             resent = 0, refused_stale = 0, errors = 0, malformed = 0, reclaimed = 0,
+             reclaim_failed = 0;
     double max_hold_ms = 0, last_hold_ms = 0;
     // Kernel lease renewals: the longest time between two, and how many came
     // later than lease_ms (the kernel's lease ran out before them).

@@ -222,6 +222,8 @@ class Cluster:
             "path_timeout_ms": 2000,
             "lease_ms": 1000,
             "lease_margin_ms": 200,
+            # short, so that the tests see the grace period end
+            "reclaim_grace_ms": 2000,
         }
         with open(n.config, "w") as f:
             json.dump(conf, f, indent=2)

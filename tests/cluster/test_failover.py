@@ -5,11 +5,14 @@ executed an op and before it replied; the client's daemon re-sends the op
 (same OP_ID) to the new coordinator, which must answer with the original
 result, never EEXIST/ENOENT. Runs on its own three-node cluster.
 """
+import json
 import signal
+import subprocess
 import time
 
 import pytest
 
+from cluster import CSVIO, wait_for
 from test_cluster import VOL, all_paths_healthy, online
 
 
@@ -75,6 +78,57 @@ def test_retry_after_coordinator_crash_gets_original_result(cluster, crash, op):
     assert "no answer to the recall of all layouts" not in log
     n1.start_csvd()
     cluster.wait_synced()
+
+
+@pytest.mark.parametrize("how", ["crash", "move"])
+def test_open_file_that_lost_its_name_survives_the_coordinator(cluster, tmp_path, how):
+    """node2 holds a file open; node3 unlinks it; the coordinator (node1)
+    crashes or hands the volume over. The file lives on in the volume's
+    hidden orphan directory (XFS would free an unlinked inode at the old
+    coordinator's unmount or log recovery), node2's daemon reclaims its open
+    with the new coordinator, and after the grace period node2 still reads
+    the file through its open; node2's release then removes it."""
+    n1, n2, n3 = cluster.node(1), cluster.node(2), cluster.node(3)
+    make_coordinator(cluster, 1)
+    data = f"held across a {how} " * 300
+    n2.io("mkdir", "-p", "/o")
+    n2.io("write", f"/o/{how}", "--data", data)
+    stop = tmp_path / "stop"
+    holder = subprocess.Popen([CSVIO, "--socket", n2.test_socket, "--volume", VOL, "--timeout", "120",
+                               "hold", f"/o/{how}", "--until", str(stop)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert '"held":true' in holder.stdout.readline()
+        n3.io("unlink", f"/o/{how}")
+        assert n3.io_json("ls", "/o")["entries"] == []
+        reclaimed = n2.status()["counters"]["reclaimed"]
+        if how == "crash":
+            n1.kill_csvd(signal.SIGKILL)
+            v = online(cluster, [n2, n3], not_on=1)
+        else:
+            r = n2.ctl("move", VOL, "3", "--wait", "60")
+            assert r.returncode == 0, r.stderr
+            v = online(cluster)
+        new = cluster.node(v["coordinator"])
+        wait_for(lambda: n2.status()["counters"]["reclaimed"] > reclaimed, 30,
+                 "node2's daemon reclaimed its open")
+        # the new coordinator's grace period ends; the reclaimed file stays
+        wait_for(lambda: "reclaim grace over: 0 unreclaimed" in open(new.log).read(), 30,
+                 "the end of the reclaim grace period")
+        stop.touch()
+        out, err = holder.communicate(timeout=120)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    assert holder.returncode == 0, err + out
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["data"] == data and res["nlink"] == 0
+    wait_for(lambda: new.volume(VOL)["orphans_removed"] == 1, 30,
+             "the orphan removed at node2's release")
+    assert n2.volume(VOL)["opens_here"] == 0
+    if how == "crash":
+        n1.start_csvd()
+        cluster.wait_synced()
 
 
 def test_tree_is_exactly_as_expected(cluster):

@@ -4,6 +4,7 @@
 // daemon, file-redirected (READ/WRITE) or block-redirected
 // (LAYOUT_GET + BLOCK_READ/BLOCK_WRITE). Output is JSON on stdout; errors
 // go to stderr with exit status 1 (2 for usage errors).
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "abi/frame.h"
@@ -272,7 +274,8 @@ class Client {
     return block_bytes;
   }
 
-  std::vector<uint8_t> ReadFile(const Fh& fh, uint64_t off, uint64_t len) {
+  // open_id 0: a transient open on the coordinator.
+  std::vector<uint8_t> ReadFile(const Fh& fh, uint64_t off, uint64_t len, uint64_t open_id = 0) {
     std::vector<uint8_t> out;
     while (out.size() < len) {
       uint64_t n = std::min<uint64_t>(CSVFS_MAX_IO, len - out.size());
@@ -280,12 +283,28 @@ class Client {
       m.PutBinary(CSVFS_A_FH, fh)
           .PutU64(CSVFS_A_OFFSET, off + out.size())
           .PutU64(CSVFS_A_LENGTH, n);
+      if (open_id) m.PutU64(CSVFS_A_OPEN_ID, open_id);
       Message r = ch_->Must(m, "");
       auto d = r.GetBinary(CSVFS_A_DATA).value_or(std::span<const uint8_t>());
       out.insert(out.end(), d.begin(), d.end());
       if (d.size() < n) break;
     }
     return out;
+  }
+
+  // OPEN (kept until Release): the OPEN_ID.
+  uint64_t Open(const Fh& fh, uint32_t flags) {
+    Message m(CSVFS_CMD_OPEN);
+    m.PutBinary(CSVFS_A_FH, fh).PutU32(CSVFS_A_FLAGS, flags);
+    auto id = ch_->Must(m, "").GetU64(CSVFS_A_OPEN_ID);
+    if (!id) throw Error("OPEN answered without an OPEN_ID");
+    return *id;
+  }
+
+  void Release(const Fh& fh, uint64_t open_id) {
+    Message m(CSVFS_CMD_RELEASE);
+    m.PutBinary(CSVFS_A_FH, fh).PutU64(CSVFS_A_OPEN_ID, open_id);
+    ch_->Must(m, "");
   }
 
   // Block-redirected read through the layout; holes read as zeros.
@@ -478,6 +497,28 @@ int AuthProbe(const std::string& addr, uint16_t port, const std::string& key_fil
   return accepted ? 0 : 3;
 }
 
+// Opens `path` and holds it open (prints a first JSON line once it is)
+// until `until` exists; then reads it through that open, releases it and
+// returns what it read and its link count. For tests of a file that loses
+// its name, or its coordinator, while open.
+json Hold(Client& c, const std::string& path, const std::string& until, int max_seconds) {
+  Fh fh = c.Resolve(path);
+  uint64_t id = c.Open(fh, O_RDWR);
+  std::cout << json{{"held", true}, {"open_id", id}}.dump() << std::endl;
+  auto deadline = Clock::now() + std::chrono::seconds(max_seconds);
+  while (::access(until.c_str(), F_OK) != 0) {
+    if (Clock::now() > deadline) throw Error("hold: " + until + " did not appear", -ETIMEDOUT);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  csvfs_attr a = c.GetAttr(fh);
+  auto bytes = c.ReadFile(fh, 0, a.size, id);
+  c.Release(fh, id);
+  return {{"ok", true},
+          {"open_id", id},
+          {"nlink", a.nlink},
+          {"data", std::string(bytes.begin(), bytes.end())}};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -530,6 +571,11 @@ int main(int argc, char** argv) {
   workload->add_option("--min-rounds", rounds);
   workload->add_option("--stop-file", stop_file);
   workload->add_option("--max-seconds", max_seconds);
+  auto* hold =
+      app.add_subcommand("hold", "open a file, hold it until a file exists, read, release");
+  hold->add_option("path", path)->required();
+  hold->add_option("--until", stop_file, "local file whose existence ends the hold")->required();
+  hold->add_option("--max-seconds", max_seconds);
   std::string addr, key_file;
   uint16_t port = 7410;
   uint32_t node = 0;
@@ -599,6 +645,8 @@ int main(int argc, char** argv) {
       c.Remove(path, CSVFS_CMD_RMDIR);
     } else if (workload->parsed()) {
       out = Workload(c, path, rounds, stop_file, max_seconds);
+    } else if (hold->parsed()) {
+      out = Hold(c, path, stop_file, max_seconds);
     }
     std::cout << out.dump() << "\n";
     return 0;

@@ -25,6 +25,9 @@ request held through a failover under TCG (Corosync detection alone takes
    loop ends with exactly the tree it expects, seen the same from node3.
 3. `csvctl move Volume1` node1 -> node3 -> node1 under fio on node2: the
    pause (largest completion gap around each move) is printed.
+   Then a file node2 holds open loses its name on node3 and the volume
+   moves: node2 reads and writes it through its open afterwards (the
+   file lives on as an orphan and node2's csvd reclaims the open).
 4. node3 is partitioned while it writes stamped blocks with O_DIRECT and
    its csvd is stopped (SIGSTOP: a hung daemon renews no lease): reading
    the file on the majority during the partition shows no block stamped
@@ -62,6 +65,7 @@ PY = "/usr/bin/python3"
 LEASE_MS = 1000
 LEASE_MARGIN_MS = 500
 MOUNT_TIMEOUT_S = 300
+RECLAIM_GRACE_MS = 5000  # short: test 3b waits for its end
 CSVD_KILLS = int(os.environ.get("CSV_FAILOVER_CSVD_KILLS", "2"))
 POWER_KILLS = int(os.environ.get("CSV_FAILOVER_POWER_KILLS", "1"))
 # csvd's realtime_priority (unset: csvd's default, SCHED_RR 99); 0 for an A/B
@@ -102,7 +106,8 @@ class FoCluster(CsvCluster):
 
     def config(self, node):
         c = super().config(node)
-        c.update(lease_ms=LEASE_MS, lease_margin_ms=LEASE_MARGIN_MS)
+        c.update(lease_ms=LEASE_MS, lease_margin_ms=LEASE_MARGIN_MS,
+                 reclaim_grace_ms=RECLAIM_GRACE_MS)
         if REALTIME_PRIORITY is not None:
             c["realtime_priority"] = int(REALTIME_PRIORITY)
         return c
@@ -626,6 +631,61 @@ def test_planned_move_under_fio(env):
                 if not gap <= limit:
                     slow.append((target, job, gap, handover))
         assert not slow, slow
+
+
+# Holds PATH open on node2 across a move: writes DATA, publishes OUT.1,
+# waits for OUT.go, then reads DATA back and appends through the same fd.
+HOLDER = r"""
+import json, os, sys, time
+path, out, data = sys.argv[1], sys.argv[2], sys.argv[3].encode() * 1000
+def publish(name, text):
+    with open(name + ".tmp", "w") as f:
+        f.write(text)
+    os.rename(name + ".tmp", name)
+fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+os.pwrite(fd, data, 0)
+os.fsync(fd)
+publish(out + ".1", "open")
+while not os.path.exists(out + ".go"):
+    time.sleep(0.1)
+res = {"same": os.pread(fd, len(data), 0) == data}
+res["appended"] = os.pwrite(fd, b"after the move", len(data))
+os.fsync(fd)
+res["size"] = os.fstat(fd).st_size
+res["nlink"] = os.fstat(fd).st_nlink
+os.close(fd)
+publish(out + ".2", json.dumps(res))
+"""
+
+
+def test_open_file_unlinked_elsewhere_survives_a_move(env):
+    """XFS frees an unlinked inode at the old coordinator's unmount (or log
+    recovery after a crash); the file node2 holds open must not go with it."""
+    lab, v1 = env.lab, env.v1
+    with Timed("3b. an open file unlinked on another node, across a move"):
+        f, out = f"{v1.mnt}/held-open", "/tmp/holder"
+        lab.exec("node2", f"rm -f {out}.*")
+        with open(os.path.join(lab.node_dir("node2"), "holder.py"), "w") as fh:
+            fh.write(HOLDER)
+        lab.spawn("node2", f"{PY} /lab/node2/holder.py {f} {out} csvfs-orphan",
+                  log="/lab/node2/holder.log")
+        wait_for(lambda: lab.exec("node2", f"test -e {out}.1").ok, 120, "node2 holding the file")
+        v1.sh("node3", f"rm {f} && ! test -e {f}")
+        reclaimed = v1.status("node2")["counters"]["reclaimed"]
+        target = "node3" if v1.vol("node2")["coordinator"] != 3 else "node1"
+        since = time.time() + guest_offset(lab, target)
+        log(f"csvctl move Volume1 {target}: {env.move(v1, target)}")
+        wait_for(lambda: v1.status("node2")["counters"]["reclaimed"] > reclaimed, 120,
+                 "node2's csvd reclaimed the open")
+        wait_for(lambda: first_event(lab, target, "reclaim grace over: 0 unreclaimed",
+                                     since)[0], 120, "the end of the reclaim grace period")
+        lab.exec("node2", f"touch {out}.go")
+        wait_for(lambda: lab.exec("node2", f"test -e {out}.2").ok, 120, "node2's holder done")
+        res = json.loads(v1.sh("node2", f"cat {out}.2"))
+        log(f"node2 after the move: {res}")
+        assert res == {"same": True, "appended": 14, "size": 12000 + 14, "nlink": 0}, res
+        wait_for(lambda: v1.vol(target)["orphans_removed"] == 1, 60,
+                 "the orphan removed at node2's close")
 
 
 # ------------------------------------------------------------------ 4. partition

@@ -19,7 +19,10 @@ end of the layout recall, that is recovery = membership line -> "serving";
 whether the host kernel logged an XFS log recovery for that mount; and how
 long the workload node's last re-sent request had been held (csvd's
 last_hold_ms). The workload (its longest op spans detection + recovery)
-must end with no error. Writes the table to bench/results/failover-host-<time>.txt.
+must end with no error. Then `csvctl move` round the nodes under the same workload:
+csvctl's "online after" (request -> READY at the new epoch, polled) and
+the new coordinator's mount. Writes the table to
+bench/results/failover-host-<time>.txt.
 
     sudo /usr/bin/python3 bench/failover_host.py [--rounds 5]
 """
@@ -141,14 +144,31 @@ def one_round(c, k, workload_node):
     return row
 
 
+def one_move(c, k, workload_node):
+    cur = workload_node.volume(VOL)["coordinator"]
+    target = c.node(cur % len(c.nodes) + 1)
+    t0 = time.time()
+    r = workload_node.ctl("move", VOL, str(target.id), "--wait", "60")
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"online after (\d+) ms", r.stdout)
+    ev = log_events(target.log, t0 - 0.5)
+    _, m_mnt = first(ev, r"mounted in (\d+) ms")
+    return {"move": k, "from": cur, "to": target.id,
+            "online_after_ms": int(m.group(1)) if m else None,
+            "mount_ms": int(m_mnt.group(1)) if m_mnt else None,
+            "client_last_hold_s": round(workload_node.status()["counters"]["last_hold_ms"] / 1000,
+                                        3)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=5, help="power cuts of the coordinator")
+    ap.add_argument("--moves", type=int, default=5, help="csvctl move, then")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces, loop devices, mounts)")
     c = Cluster()
-    rows, result = [], None
+    rows, moves, result = [], [], None
     try:
         c.start()
         r = c.node(1).ctl("volume", "add", VOL, c.loop, "--preferred", "1")
@@ -165,6 +185,10 @@ def main():
                 c.node(3).ctl("move", VOL, "3", "--wait", "60")
             rows.append(one_round(c, k, n2))
             print(json.dumps(rows[-1]), flush=True)
+        for k in range(1, args.moves + 1):
+            moves.append(one_move(c, k, n2))
+            print(json.dumps(moves[-1]), flush=True)
+            time.sleep(0.5)  # some ops between the moves
         open(stop, "w").close()
         out, err = wl.communicate(timeout=600)
         result = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"error": err}
@@ -173,8 +197,9 @@ def main():
     stamp = time.strftime("%Y%m%d-%H%M")
     path = os.path.join(HERE, "results", f"failover-host-{stamp}.txt")
     with open(path, "w") as f:
-        f.write("sudo /usr/bin/python3 bench/failover_host.py --rounds %d\n" % args.rounds)
-        for row in rows:
+        f.write("sudo /usr/bin/python3 bench/failover_host.py --rounds %d --moves %d\n"
+                % (args.rounds, args.moves))
+        for row in rows + moves:
             f.write(json.dumps(row) + "\n")
         f.write("workload: " + json.dumps(result) + "\n")
     rec = sorted(r["recovery_s"] for r in rows if r["recovery_s"] is not None)
@@ -182,6 +207,10 @@ def main():
     if rec:
         print(f"recovery (membership -> serving) median {rec[len(rec) // 2]:.3f} s, "
               f"max {rec[-1]:.3f} s over {len(rec)} rounds; written to {path}")
+    mv = sorted(m["online_after_ms"] for m in moves if m["online_after_ms"] is not None)
+    if mv:
+        print(f"csvctl move: online after median {mv[len(mv) // 2]} ms, max {mv[-1]} ms "
+              f"over {len(mv)} moves")
     ok = result and result.get("ok") and len(rec) == args.rounds
     return 0 if ok else 1
 

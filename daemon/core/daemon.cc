@@ -610,6 +610,7 @@ void Daemon::Submit(const std::string& volume, abi::Message request, Reply done)
   // result (docs/failover.md).
   if (NeedsOpId(request.cmd()) && !request.Has(CSVFS_A_OP_ID))
     request.PutU64(CSVFS_A_OP_ID, op_id_base_ | next_op_id_++);
+  if (request.cmd() == CSVFS_CMD_RELEASE) MarkReleasing(volume, request);
   p.request = std::move(request);
   p.done = std::move(done);
   p.start = Clock::now();
@@ -752,8 +753,9 @@ void Daemon::TrackOpen(const Pending& p, const abi::Message& reply) {
       return;
     }
     ++counters_.reclaimed;
-    if (it == opens.end()) {
-      // Released while the reclaim was on its way: release it again there.
+    if (it == opens.end() || it->second.releasing) {
+      // Released while the reclaim was on its way (the coordinator may have
+      // taken the RELEASE first): release it again there.
       abi::Message rel(CSVFS_CMD_RELEASE);
       rel.PutBinary(CSVFS_A_FH, *p.request.GetBinary(CSVFS_A_FH)).PutU64(CSVFS_A_OPEN_ID, *reclaim);
       Submit(p.volume, std::move(rel), [](abi::Message) {});
@@ -774,6 +776,14 @@ void Daemon::TrackOpen(const Pending& p, const abi::Message& reply) {
   r.reclaiming = false;
 }
 
+// A RELEASE on its way: no reclaim of that open any more (TrackOpen).
+void Daemon::MarkReleasing(const std::string& volume, const abi::Message& release) {
+  auto vit = opens_.find(volume);
+  auto id = release.GetU64(CSVFS_A_OPEN_ID);
+  if (vit == opens_.end() || !id) return;
+  if (auto it = vit->second.find(*id); it != vit->second.end()) it->second.releasing = true;
+}
+
 // Every open a serving coordinator does not know yet (made under an
 // earlier epoch) goes to it again, with its OPEN_ID.
 void Daemon::ReclaimOpens() {
@@ -781,7 +791,7 @@ void Daemon::ReclaimOpens() {
     const VolumeState* v = state_.volume(volume);
     if (!v || !Serving(*v)) continue;
     for (auto& [id, r] : opens) {
-      if (r.epoch == v->epoch || r.reclaiming) continue;
+      if (r.epoch == v->epoch || r.reclaiming || r.releasing) continue;
       r.reclaiming = true;
       abi::Message m(CSVFS_CMD_OPEN);
       m.PutBinary(CSVFS_A_FH, r.fh).PutU32(CSVFS_A_FLAGS, r.flags).PutU64(CSVFS_A_OPEN_ID, id);

@@ -99,6 +99,7 @@ class Daemon {
     uint32_t flags = 0;  // O_CREAT, O_EXCL and O_TRUNC taken out
     uint64_t epoch = 0;  // the coordinator's epoch that knows it
     bool reclaiming = false;
+    bool releasing = false;  // its RELEASE is on its way
   };
 
   struct ControlWait {
@@ -132,6 +133,7 @@ class Daemon {
   void Finish(uint64_t id, abi::Message reply);
   void TrackOpen(const Pending& p, const abi::Message& reply);
   void ReclaimOpens();
+  void MarkReleasing(const std::string& volume, const abi::Message& release);
   void EndGraceLater(const std::string& name, std::shared_ptr<coord::Service> svc, uint64_t epoch);
   bool Serving(const VolumeState& v) const;
   void ServeLocally(const std::string& volume, uint64_t epoch, abi::Message request, NodeId from,

@@ -30,7 +30,14 @@ NODES = ["node1", "node2", "node3"]
 pytestmark = pytest.mark.lab(nodes=3, disk_size="2G")
 
 
+# The running lab's lab.slowdown (3 under the debug kernel, 1 otherwise),
+# set by setup_cluster: every wait_for of the system tests that use this
+# module's helpers scales by it, so that a deadline means the same work.
+TIME_SCALE = 1
+
+
 def wait_for(cond, timeout, what, interval=0.5):
+    timeout *= TIME_SCALE
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -88,6 +95,8 @@ def start_csvd(lab, node):
 
 def setup_cluster(lab, mount_nodes=NODES, mkfs_opts=""):
     """corosync, csvd everywhere, a fresh XFS volume, csvfs mounted."""
+    global TIME_SCALE
+    TIME_SCALE = lab.slowdown
     if lab.quorum("node1") is None or not lab.quorum("node1").quorate:
         lab.corosync()
     key = os.path.join(lab.run_dir, "csvd.key")
@@ -213,7 +222,7 @@ def test_path_loss_redirects_without_errors(cluster):
     # cut only once fio's writes flow: cut before that, csvd's path probe
     # (every 500 ms) sees it first and no bio ever fails (slow kernels)
     wait_for(lambda: kernel_ops(lab, "node3", "direct", "write") > before + 1000,
-             60 * lab.slowdown, "fio's direct writes on node3")
+             60, "fio's direct writes on node3")
     lab.cut_path("node3")
     try:
         cut = time.monotonic()
@@ -313,9 +322,10 @@ def test_direct_write_mtime_seen_while_open(cluster):
     try:
         # from the write on, not from the spawn (python starts slowly in a
         # debug guest); the timer commits after 1 s, 20 s is for slow hosts
-        wait_for(lambda: lab.exec("node2", f"test -e {written}").ok, 60 * lab.slowdown,
+        # (wait_for scales by lab.slowdown)
+        wait_for(lambda: lab.exec("node2", f"test -e {written}").ok, 60,
                  "node2's direct write")
-        wait_for(lambda: int(sh(lab, "node3", f"stat -c %Y {f}")) > before, 20 * lab.slowdown,
+        wait_for(lambda: int(sh(lab, "node3", f"stat -c %Y {f}")) > before, 20,
                  "node2's direct write's mtime on node3")
         assert dmesg_count(lab, "node2", "redirecting") == 0
     finally:

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from test_direct import (CSVCTL, DEV, KO, CSVD, MNT, NODES, VOL, setup_cluster, sh,
-                         status, volume, wait_for)
+from test_direct import (CSVCTL, DEV, KO, CSVD, MNT, NODES, VOL, setup_cluster, sh, volume,
+                         wait_for)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -78,8 +78,14 @@ def cluster(lab):
         lab.exec(n, f"umount {MNT}", timeout=60)
 
 
+def wait_s(lab):
+    """csvctl's --wait: its default 60 s, scaled like wait_for (a move under
+    the debug kernel took 100 s, most of it the XFS mount)."""
+    return int(60 * lab.slowdown)
+
+
 def ctl(lab, node, args, ok=True):
-    r = lab.exec(node, f"{CTL} {args}", timeout=180)
+    r = lab.exec(node, f"{CTL} {args}", timeout=300)  # scaled by lab.slowdown
     if ok:
         assert r.ok, f"csvctl {args}: rc={r.rc}\n{r.stdout}\n{r.stderr}"
     return r
@@ -148,7 +154,8 @@ def test_backup_freezes_while_exec_runs(cluster):
     check = (f"{CTL} --json status > /tmp/backup-status.json; echo $CSV_VOLUME > /tmp/backup-env; "
              f"(dd if=/dev/zero of={MNT}/during bs=64k count=1 oflag=direct conv=fsync "
              "status=none; date +%s.%N > /tmp/write-done) & sleep 6; date +%s.%N > /tmp/backup-exec-end")
-    out = ctl_json(lab, "node3", f"backup begin {VOL} --exec {shlex.quote(check)}")
+    out = ctl_json(lab, "node3",
+                   f"backup begin {VOL} --wait {wait_s(lab)} --exec {shlex.quote(check)}")
     assert out["ok"] and out["coordinator"] == 3
     assert out["exec"]["exit_status"] == 0 and out["exec"]["thawed"]
     assert out["exec"]["frozen_ms"] >= 6000
@@ -166,7 +173,7 @@ def test_backup_freezes_while_exec_runs(cluster):
         assert set(modes(lab, n).values()) == {("FileRedirected", "backup")}
     r = ctl(lab, "node1", f"move {VOL} 1", ok=False)
     assert r.rc == 1 and "backup" in r.stderr
-    ctl(lab, "node3", f"backup end {VOL}")
+    ctl(lab, "node3", f"backup end {VOL} --wait {wait_s(lab)}")
     for n in NODES:
         wait_for(lambda n=n: set(modes(lab, n).values()) == {("Direct", "none")}, 30,
                  f"Direct on {n} after backup end")
@@ -175,10 +182,10 @@ def test_backup_freezes_while_exec_runs(cluster):
 
 def test_backup_exec_failure_and_move_back(cluster):
     lab = cluster
-    r = ctl(lab, "node1", f"backup begin {VOL} --exec false", ok=False)
+    r = ctl(lab, "node1", f"backup begin {VOL} --wait {wait_s(lab)} --exec false", ok=False)
     assert r.rc == 5 and "backup end" in r.stderr
-    ctl(lab, "node1", f"backup end {VOL}")
-    out = json.loads(ctl(lab, "node1", f"--json move {VOL} 1 --wait 120").stdout)
+    ctl(lab, "node1", f"backup end {VOL} --wait {wait_s(lab)}")
+    out = json.loads(ctl(lab, "node1", f"--json move {VOL} 1 --wait {2 * wait_s(lab)}").stdout)
     assert out["coordinator"] == 1
 
 
@@ -203,7 +210,8 @@ def test_backup_waits_for_every_kernel(cluster):
                               "socat -t5 - UNIX-CONNECT:/run/csvd/control.sock" % VOL)
         assert "not every node's kernel has confirmed FileRedirected" in r.stdout, r.stdout
         # begin again; it waits until node2 is resumed, then freezes
-        lab.spawn("node1", f"{CTL} --json backup begin {VOL} --confirm-timeout 120 "
+        lab.spawn("node1", f"{CTL} --json backup begin {VOL} --wait {wait_s(lab)} "
+                           f"--confirm-timeout {2 * wait_s(lab)} "
                            "--exec 'date +%s.%N > /tmp/frozen-at' > /tmp/begin.out 2>&1; "
                            "echo rc=$? >> /tmp/begin.out")
         wait_for(lambda: lab.exec("node1", "pgrep -f 'backup begin'").ok, 30, "begin started")
@@ -224,7 +232,7 @@ def test_backup_waits_for_every_kernel(cluster):
     assert {(n["kernel_mode"], n["kernel_epoch"]) for n in begun["nodes"]} == {
         ("FileRedirected", begun["epoch"])}
     assert float(sh(lab, "node1", "cat /tmp/frozen-at")) >= resumed
-    ctl(lab, "node1", f"backup end {VOL}")
+    ctl(lab, "node1", f"backup end {VOL} --wait {wait_s(lab)}")
     for n in NODES:
         wait_for(lambda n=n: set(modes(lab, n).values()) == {("Direct", "none")}, 30,
                  f"Direct on {n} after backup end")

@@ -736,12 +736,12 @@ void Daemon::Finish(uint64_t id, abi::Message reply) {
 // OPEN, CREATE and RELEASE of local clients keep opens_ (OpenRecord).
 void Daemon::TrackOpen(const Pending& p, const abi::Message& reply) {
   const int cmd = p.request.cmd();
+  if (cmd != CSVFS_CMD_RELEASE && cmd != CSVFS_CMD_OPEN && cmd != CSVFS_CMD_CREATE) return;
   auto& opens = opens_[p.volume];
   if (cmd == CSVFS_CMD_RELEASE) {
     if (auto id = p.request.GetU64(CSVFS_A_OPEN_ID)) opens.erase(*id);
     return;
   }
-  if (cmd != CSVFS_CMD_OPEN && cmd != CSVFS_CMD_CREATE) return;
   const auto reclaim = cmd == CSVFS_CMD_OPEN ? p.request.GetU64(CSVFS_A_OPEN_ID) : std::nullopt;
   if (reclaim) {
     auto it = opens.find(*reclaim);
@@ -771,7 +771,7 @@ void Daemon::TrackOpen(const Pending& p, const abi::Message& reply) {
   if (reply.error() != 0 || !id || !fh || !flags) return;
   OpenRecord& r = opens[*id];
   r.fh.assign(fh->begin(), fh->end());
-  r.flags = *flags & ~static_cast<uint32_t>(O_CREAT | O_EXCL | O_TRUNC);
+  r.flags = *flags;  // the coordinator ignores O_CREAT, O_EXCL, O_TRUNC in a reclaim
   r.epoch = p.epoch;
   r.reclaiming = false;
 }

@@ -96,7 +96,7 @@ class Daemon {
   // last name while open (daemon/coordinator/orphans.cc).
   struct OpenRecord {
     std::vector<uint8_t> fh;
-    uint32_t flags = 0;  // O_CREAT, O_EXCL and O_TRUNC taken out
+    uint32_t flags = 0;  // as opened (a reclaim ignores O_CREAT, O_EXCL, O_TRUNC)
     uint64_t epoch = 0;  // the coordinator's epoch that knows it
     bool reclaiming = false;
     bool releasing = false;  // its RELEASE is on its way

@@ -31,6 +31,10 @@ constexpr auto kRebroadcast = std::chrono::milliseconds(1000);
 constexpr auto kHeldRetry = std::chrono::milliseconds(100);
 constexpr auto kControlTimeout = std::chrono::seconds(15);
 constexpr auto kSyncFallback = std::chrono::seconds(3);
+// How long after a membership change a state no quorate membership held
+// waits for one that did (sent by the other side of a merge at once)
+// before "no such volume" is an answer.
+constexpr auto kStateSettle = std::chrono::seconds(10);
 // A timer that fires a little early still counts as a full tick.
 constexpr auto kTickSlack = std::chrono::milliseconds(20);
 
@@ -244,6 +248,10 @@ void Daemon::OnMembership(std::vector<NodeId> members, std::vector<NodeId> joine
   }
   ApplyResult r = state_.OnMembership(members);
   if (synced_ && state_.quorate()) had_quorum_ = true;
+  if (synced_ && state_.quorate() && !state_from_quorum_ && !joined.empty())
+    LOG(kInfo) << "our state is not one a quorate membership held: acting on it in "
+               << std::chrono::duration_cast<std::chrono::seconds>(kStateSettle).count()
+               << " s unless the cluster's state arrives first";
   // Drop a left node's state in our coordinator services.
   for (NodeId n : left)
     for (auto& [name, l] : locals_)
@@ -350,7 +358,7 @@ void Daemon::Reconcile() {
   for (const auto& [name, v] : state_.volumes()) {
     Local& l = locals_[name];
     if (l.busy) continue;
-    bool mine = synced_ && local_quorate_ && state_.quorate() && v.coordinator == self_;
+    bool mine = StateSettled() && v.coordinator == self_;
     bool held_by_me = v.holders.count(self_) > 0;
     if (l.service && !mine) {
       CloseService(name);
@@ -570,6 +578,18 @@ bool Daemon::Serving(const VolumeState& v) const {
   return synced_ && local_quorate_ && state_.quorate() && v.coordinator != kNoNode && v.ready;
 }
 
+// Whether our state is the cluster's, to act on (serve a volume) and to
+// answer from ("no such volume"). A csvd that started before its Corosync
+// merged with the cluster synced with itself alone; at the merge it is
+// quorate before the cluster's SYNC reaches it, and meanwhile its own state
+// (empty on a fresh node, or an old volume list that elects itself) must
+// neither mount a volume the cluster's coordinator has mounted nor fail a
+// mount. A state no quorate membership held counts only once none came.
+bool Daemon::StateSettled() const {
+  if (!synced_ || !local_quorate_ || !state_.quorate()) return false;
+  return state_from_quorum_ || Clock::now() - last_membership_ >= kStateSettle;
+}
+
 void Daemon::CountRequest(const std::string& volume, const abi::Message& m) {
   VolumeCounters& c = vol_counters_[volume];
   auto bytes = [&m] {
@@ -623,7 +643,7 @@ void Daemon::Dispatch(uint64_t id) {
   if (it == pending_.end()) return;
   Pending& p = it->second;
   const VolumeState* v = state_.volume(p.volume);
-  if (!v && synced_) {
+  if (!v && StateSettled()) {
     Finish(id, abi::MakeReply(p.request, -ENODEV));
     return;
   }
@@ -702,7 +722,7 @@ void Daemon::DispatchHeld() {
     const VolumeState* v = state_.volume(it->second.volume);
     if (v && Serving(*v)) {
       Dispatch(id);
-    } else if (!v && synced_) {
+    } else if (!v && StateSettled()) {
       Dispatch(id);  // answers -ENODEV
     }
   }
@@ -1402,7 +1422,7 @@ json Daemon::HandleControl(const json& req, std::function<void(json)> later, boo
     if (!v) {
       // Only a synchronised member of a quorate cluster knows the volume
       // list: a csvd that just started may have synced with itself alone.
-      if (!synced_ || !local_quorate_ || !state_.quorate())
+      if (!StateSettled())
         return fail("csvd is not synchronised with the cluster yet (no quorum): try again");
       return fail("no volume " + vname + " in this cluster (csvctl volume list)");
     }

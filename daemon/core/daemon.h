@@ -136,6 +136,7 @@ class Daemon {
   void MarkReleasing(const std::string& volume, const abi::Message& release);
   void EndGraceLater(const std::string& name, std::shared_ptr<coord::Service> svc, uint64_t epoch);
   bool Serving(const VolumeState& v) const;
+  bool StateSettled() const;
   void ServeLocally(const std::string& volume, uint64_t epoch, abi::Message request, NodeId from,
                     Reply reply);
   void OnPeerRequest(NodeId from, abi::Message request, PeerNet::Reply reply);

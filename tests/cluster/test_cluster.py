@@ -315,6 +315,90 @@ def test_csvctl_errors(cluster, tmp_path):
     assert r.returncode == 0 and VOL in r.stdout and "COORDINATOR" in r.stdout
 
 
+def control(node, req, timeout=15):
+    """One request on csvd's control socket (JSON lines), as mount.csvfs sends it."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(node.control)
+        s.sendall((json.dumps(req) + "\n").encode())
+        data = b""
+        while b"\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                raise AssertionError("csvd closed the control socket without answering")
+            data += chunk
+    return json.loads(data.split(b"\n")[0])
+
+
+def test_node_started_alone_waits_for_the_clusters_state(cluster):
+    """A node whose csvd started before its Corosync merged with the cluster
+    (a reboot: corosync.service and csvd.service start before the network
+    settles) synced with itself alone. At the merge it is quorate before the
+    cluster's state reaches it; meanwhile it must neither answer "no volume"
+    to mount.csvfs nor act on its own, stale volume list. Here that list
+    names the volume "Old" (it was removed and added again as Volume1 while
+    node 3 was down) and prefers node 3: acting on it would mount the XFS
+    that node 1, the coordinator, has mounted. The others' csvd are stopped
+    (SIGSTOP) across the merge to hold their state sync back while node 3
+    is asked."""
+    n1, n2, n3 = cluster.nodes
+    if online(cluster)["coordinator"] != 1:
+        assert n2.ctl("move", VOL, "1").returncode == 0
+    assert online(cluster)["coordinator"] == 1
+    n3.kill_csvd(signal.SIGTERM)
+    n3.corosync.terminate()
+    n3.corosync.wait(timeout=30)
+    n3.netns("ip", "link", "set", "eth0", "down")
+    state = os.path.join(n3.dir, "state", "volumes.json")
+    vols = json.load(open(state))
+    assert [v["name"] for v in vols] == [VOL]
+    vols[0].update(name="Old", preferred=3)
+    with open(state, "w") as f:
+        json.dump(vols, f)
+    stopped = []
+    try:
+        n3.start_corosync()
+        # csvd exits if Corosync's IPC is not up yet (systemd restarts it)
+        wait_for(lambda: n3.netns("corosync-cmapctl", "-g", "totem.cluster_name",
+                                  check=False).returncode == 0, 60, "corosync up on node 3")
+        n3.start_csvd()
+        wait_for(lambda: (lambda s: s["synced"] and s["members"] == [3]
+                          and not s["quorate"])(n3.status()), 60, "node 3 synced alone")
+        r = control(n3, {"cmd": "attach", "volume": VOL})
+        assert not r["ok"] and "not synchronised" in r["error"], r
+        log_mark = os.path.getsize(n3.log)
+        for n in (n1, n2):
+            n.csvd.send_signal(signal.SIGSTOP)
+            stopped.append(n)
+        n3.netns("ip", "link", "set", "eth0", "up")
+        wait_for(lambda: (lambda s: s["quorate"] and sorted(s["members"]) == [1, 2, 3])(
+            n3.status()), 60, "node 3 merged with the cluster")
+        answers = []
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            answers.append(control(n3, {"cmd": "attach", "volume": VOL}))
+            time.sleep(0.05)
+        assert all(not r["ok"] and "not synchronised" in r["error"] for r in answers), answers
+        assert not any(v["serving_here"] for v in n3.status()["volumes"])
+        with open(n3.log) as f:
+            f.seek(log_mark)
+            assert "elected: mounting" not in f.read()
+    finally:
+        n3.netns("ip", "link", "set", "eth0", "up")
+        for n in stopped:
+            n.csvd.send_signal(signal.SIGCONT)
+    cluster.wait_synced()
+    assert online(cluster)["coordinator"] == 1
+    r = control(n3, {"cmd": "attach", "volume": VOL})
+    assert r["ok"] and r["coordinator"] == 1, r
+    r = control(n3, {"cmd": "attach", "volume": "NoSuchVolume"})
+    assert not r["ok"] and "no volume NoSuchVolume in this cluster" in r["error"], r
+    with open(n3.log) as f:
+        f.seek(log_mark)
+        assert "elected: mounting" not in f.read()
+    assert n3.io_json("ls", "/tree")["entries"]
+
+
 def test_quorum_loss_pauses(cluster):
     n1, n2, n3 = cluster.nodes
     n2.kill_csvd(signal.SIGTERM)

@@ -64,6 +64,7 @@ void ServiceImpl::AdoptOrphan(const std::string& name) {
       fs_->HandleOf(fd.get(), &key) == 0) {
     std::lock_guard lock(mu_);
     orphans_[st.st_ino] = {name, std::move(key)};
+    orphan_count_.store(orphans_.size());
     return;
   }
   if (::unlinkat(orphan_dir_.get(), name.c_str(), 0) != 0)
@@ -77,7 +78,10 @@ bool ServiceImpl::OpenAnywhere(const FileKey& key) const {
   return false;
 }
 
+// Asked for every attribute reply: without orphans (nearly always) it
+// takes no lock.
 bool ServiceImpl::IsOrphan(ino_t ino) const {
+  if (orphan_count_.load() == 0) return false;
   std::lock_guard lock(mu_);
   return orphans_.count(ino) > 0;
 }
@@ -103,6 +107,7 @@ int64_t ServiceImpl::OrphanIfOpen(int dirfd, const std::string& name, const File
   }
   std::lock_guard lock(mu_);
   orphans_[st.st_ino] = {oname, key};
+  orphan_count_.store(orphans_.size());
   return static_cast<int64_t>(st.st_ino);
 }
 
@@ -116,6 +121,7 @@ void ServiceImpl::UndoOrphan(int64_t ino) {
     if (it == orphans_.end()) return;
     name = it->second.name;
     orphans_.erase(it);
+    orphan_count_.store(orphans_.size());
   }
   ::unlinkat(orphan_dir_.get(), name.c_str(), 0);
 }
@@ -130,6 +136,7 @@ std::vector<std::string> ServiceImpl::TakeUnusedOrphans() {
     names.push_back(kv.second.name);
     return true;
   });
+  orphan_count_.store(orphans_.size());
   return names;
 }
 

@@ -188,8 +188,9 @@ class ServiceImpl final : public Service {
   LeaseTable leases_;                                    // guarded by mu_
   LockTable locks_;                                      // guarded by mu_
   UniqueFd orphan_dir_;
-  std::map<ino_t, Orphan> orphans_;  // guarded by mu_
-  bool grace_ = true;                // guarded by mu_: reclaims still expected
+  std::map<ino_t, Orphan> orphans_;      // guarded by mu_
+  std::atomic<size_t> orphan_count_{0};  // orphans_.size(), stored under mu_
+  bool grace_ = true;                    // guarded by mu_: reclaims still expected
   std::atomic<uint64_t> removed_orphans_{0};
 };
 

@@ -33,7 +33,7 @@ constexpr auto kControlTimeout = std::chrono::seconds(15);
 constexpr auto kSyncFallback = std::chrono::seconds(3);
 // How long after a membership change a state no quorate membership held
 // waits for one that did (sent by the other side of a merge at once)
-// before "no such volume" is an answer.
+// before csvd acts on it: serves a volume, answers "no such volume".
 constexpr auto kStateSettle = std::chrono::seconds(10);
 // A timer that fires a little early still counts as a full tick.
 constexpr auto kTickSlack = std::chrono::milliseconds(20);
@@ -1423,7 +1423,9 @@ json Daemon::HandleControl(const json& req, std::function<void(json)> later, boo
       // Only a synchronised member of a quorate cluster knows the volume
       // list: a csvd that just started may have synced with itself alone.
       if (!StateSettled())
-        return fail("csvd is not synchronised with the cluster yet (no quorum): try again");
+        return fail(
+            "csvd is not synchronised with the cluster yet (no quorum, or its state "
+            "not received yet): try again");
       return fail("no volume " + vname + " in this cluster (csvctl volume list)");
     }
     auto lit = locals_.find(vname);

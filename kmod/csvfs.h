@@ -4,7 +4,7 @@
  *
  * Lock order (outermost first):
  *   VFS locks (i_rwsem of directories, then of files; folio lock)
- *   csvfs_sb_info.drain_mutex        (recall of all layouts; no I/O lock)
+ *   CSVFS_SB_DRAINING bit            (recall of all layouts; no I/O lock)
  *     csvfs_sb_lock                  (mount list, superblock ids)
  *     csvfs_daemon_lock              (registered daemon)
  *       csvfs_req_lock               (request table)
@@ -98,13 +98,19 @@ struct csvfs_sb_info {
 	 * Direct I/O that may use a cached layout, counted from the lookup
 	 * until its last device bio completes, in dio_count[drain_idx at its
 	 * start]; a recall of all layouts flips drain_idx and waits for the
-	 * old count (direct.c, csvfs_layout_drain; drain_mutex serialises).
+	 * old count (direct.c, csvfs_layout_drain; CSVFS_SB_DRAINING in
+	 * drain_flags serialises).
 	 */
 	atomic_t		dio_count[2];
 	unsigned int		drain_idx;
-	struct mutex		drain_mutex;
+	unsigned long		drain_flags;	/* CSVFS_SB_DRAINING */
 	struct csvfs_io_stat	stats[__CSVFS_PATH_MAX][2];	/* [path][write] */
 	struct proc_dir_entry	*proc;
+};
+
+/* Bits of csvfs_sb_info.drain_flags. */
+enum {
+	CSVFS_SB_DRAINING,	/* a recall of all layouts is draining I/O */
 };
 
 /* Whether this node may still submit direct I/O (its lease runs). */

@@ -76,29 +76,43 @@ static void csvfs_dio_exit(struct csvfs_sb_info *sbi, unsigned int idx)
 /*
  * LAYOUT_RECALL_ALL: end every cached layout and wait until no direct I/O
  * that looked one up before is left. New I/O is counted in the other slot;
- * drain_mutex keeps a second recall from flipping back meanwhile.
+ * the CSVFS_SB_DRAINING bit keeps a second recall from flipping back
+ * meanwhile. A bit and not a mutex: a recall waits for the one before it
+ * within the same deadline, so a hung device path (bios that never
+ * complete) fails each recall after sbi->timeout instead of queueing
+ * kworkers in uninterruptible sleep without a bound.
  */
 int csvfs_layout_drain(struct csvfs_sb_info *sbi)
 {
+	unsigned long deadline = jiffies + sbi->timeout;
 	unsigned int old;
 	long left;
 
-	mutex_lock(&sbi->drain_mutex);
+	left = wait_var_event_timeout(&sbi->drain_flags,
+				      !test_and_set_bit(CSVFS_SB_DRAINING,
+							&sbi->drain_flags),
+				      sbi->timeout);
+	if (!left)
+		goto timeout;
 	csvfs_layouts_end(sbi);
 	old = sbi->drain_idx;
 	smp_wmb();	/* the new era before the new slot */
 	WRITE_ONCE(sbi->drain_idx, !old);
 	smp_mb();	/* pairs with csvfs_dio_enter() */
+	/* what is left of the deadline; at least one look at the count */
+	left = max_t(long, (long)(deadline - jiffies), 1);
 	left = wait_var_event_timeout(&sbi->dio_count[old],
 				      !atomic_read(&sbi->dio_count[old]),
-				      sbi->timeout);
-	mutex_unlock(&sbi->drain_mutex);
-	if (!left) {
-		csvfs_warn(sbi->sb, "direct I/O still in flight after %lu s",
-			   sbi->timeout / HZ);
-		return -ETIMEDOUT;
-	}
-	return 0;
+				      left);
+	clear_bit_unlock(CSVFS_SB_DRAINING, &sbi->drain_flags);
+	smp_mb__after_atomic();	/* the bit cleared before the waiters look */
+	wake_up_var(&sbi->drain_flags);
+	if (left)
+		return 0;
+timeout:
+	csvfs_warn(sbi->sb, "direct I/O still in flight after %lu s",
+		   sbi->timeout / HZ);
+	return -ETIMEDOUT;
 }
 
 /* Whether this O_DIRECT I/O may take the direct path. */

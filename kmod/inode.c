@@ -98,6 +98,23 @@ static struct timespec64 csvfs_time(s64 sec, u32 nsec)
 	};
 }
 
+/*
+ * The local link count after an unlink, rmdir or rename over the inode,
+ * under ci->lock: a refresh (csvfs_set_attr) may set the coordinator's
+ * count at the same time, and drop_nlink() warns on a count already 0.
+ */
+static void csvfs_unlinked(struct inode *inode, bool dir)
+{
+	struct csvfs_inode *ci = CSVFS_I(inode);
+
+	spin_lock(&ci->lock);
+	if (dir)
+		clear_nlink(inode);
+	else if (inode->i_nlink)
+		drop_nlink(inode);
+	spin_unlock(&ci->lock);
+}
+
 /* Take the coordinator's attributes; the file type never changes. */
 void csvfs_set_attr(struct inode *inode, const struct csvfs_attr *attr)
 {
@@ -517,10 +534,7 @@ static int csvfs_remove(struct inode *dir, struct dentry *dentry, u8 cmd)
 	ret = csvfs_sb_request(dir->i_sb, &args);
 	if (!ret) {
 		csvfs_attr_stale(inode);
-		if (cmd == CSVFS_CMD_RMDIR)
-			clear_nlink(inode);
-		else if (inode->i_nlink)
-			drop_nlink(inode);
+		csvfs_unlinked(inode, cmd == CSVFS_CMD_RMDIR);
 	} else if (ret == -ENOENT) {
 		csvfs_dentry_expire(dentry);	/* gone elsewhere */
 	}
@@ -561,12 +575,8 @@ static int csvfs_rename(struct user_namespace *ns, struct inode *old_dir,
 			struct inode *target = d_inode(new);
 
 			csvfs_attr_stale(target);
-			if (!(flags & RENAME_EXCHANGE)) {
-				if (S_ISDIR(target->i_mode))
-					clear_nlink(target);
-				else if (target->i_nlink)
-					drop_nlink(target);
-			}
+			if (!(flags & RENAME_EXCHANGE))
+				csvfs_unlinked(target, S_ISDIR(target->i_mode));
 		}
 	} else if (ret == -ETIMEDOUT || ret == -EINTR) {
 		csvfs_dentry_expire(old);

@@ -397,7 +397,6 @@ static int csvfs_get_tree(struct fs_context *fc)
 	if (!sbi)
 		return -ENOMEM;
 	INIT_LIST_HEAD(&sbi->list);
-	mutex_init(&sbi->drain_mutex);
 	strscpy(sbi->volume, ctx->volume, sizeof(sbi->volume));
 	sbi->timeout = ctx->timeout * HZ;
 	sbi->attr_timeout = msecs_to_jiffies(ctx->attr_timeout_ms);

@@ -24,8 +24,16 @@ GUEST_CSVD = "/lab/bin/csvd"
 GUEST_CSVCTL = "/lab/bin/csvctl"
 
 
+# Every wait_for deadline is multiplied by the running lab's slowdown (3
+# under the debug kernel, 1 otherwise), set when a CsvCluster is made for
+# it: a deadline then means the same amount of work on either kernel.
+TIME_SCALE = 1
+
+
 def wait_for(cond, timeout, what, interval=0.5):
-    """Poll COND until true (exceptions count as false); LabError after TIMEOUT s."""
+    """Poll COND until true (exceptions count as false); LabError after TIMEOUT s
+    (times TIME_SCALE)."""
+    timeout *= TIME_SCALE
     deadline = time.monotonic() + timeout
     last = None
     while True:
@@ -44,6 +52,8 @@ class CsvCluster:
     """csvd + csvfs on the nodes of a running Lab."""
 
     def __init__(self, lab, volume="Volume1", dev=DEV, attr_timeout_ms=None):
+        global TIME_SCALE
+        TIME_SCALE = lab.slowdown
         self.lab = lab
         self.volume = volume
         self.dev = dev

@@ -120,6 +120,23 @@ static inline bool csvfs_lease_ok(struct csvfs_sb_info *sbi)
 	       time_before(jiffies, READ_ONCE(sbi->lease_until));
 }
 
+/*
+ * i_rwsem for csvfs's own read, write and fallocate paths. Killable: the
+ * holder may wait minutes for a coordinator or a lease (failover, a
+ * partition), and a task queued behind it in an uninterruptible sleep is
+ * what the hung-task detector reports; a killable sleep is not reported
+ * and still lets the task be killed.
+ */
+static inline int csvfs_inode_lock(struct inode *inode)
+{
+	return down_write_killable(&inode->i_rwsem);
+}
+
+static inline int csvfs_inode_lock_shared(struct inode *inode)
+{
+	return down_read_killable(&inode->i_rwsem);
+}
+
 static inline struct csvfs_sb_info *CSVFS_SB(struct super_block *sb)
 {
 	return sb->s_fs_info;

@@ -392,7 +392,8 @@ ssize_t csvfs_dio_read(struct kiocb *iocb, struct iov_iter *to)
 	struct inode *inode = file_inode(iocb->ki_filp);
 	ssize_t ret;
 
-	inode_lock_shared(inode);
+	if (csvfs_inode_lock_shared(inode))
+		return -EINTR;
 	ret = iomap_dio_rw(iocb, to, &csvfs_iomap_ops, &csvfs_dio_ops, 0,
 			   NULL, 0);
 	inode_unlock_shared(inode);
@@ -417,7 +418,8 @@ ssize_t csvfs_dio_write(struct kiocb *iocb, struct iov_iter *from)
 	struct inode *inode = file_inode(iocb->ki_filp);
 	ssize_t ret;
 
-	inode_lock(inode);
+	if (csvfs_inode_lock(inode))
+		return -EINTR;
 	ret = generic_write_checks(iocb, from);
 	if (ret <= 0)
 		goto out_unlock;

@@ -368,7 +368,8 @@ static ssize_t csvfs_redirected_write(struct kiocb *iocb,
 	loff_t start = iocb->ki_pos;
 	ssize_t ret;
 
-	inode_lock(inode);
+	if (csvfs_inode_lock(inode))
+		return -EINTR;
 	if (iocb->ki_flags & IOCB_APPEND) {
 		ret = csvfs_refresh(inode, true);	/* the current end */
 		if (ret)
@@ -495,7 +496,8 @@ static long csvfs_fallocate(struct file *file, int mode, loff_t offset,
 	u32 flags = mode;
 	int ret;
 
-	inode_lock(inode);
+	if (csvfs_inode_lock(inode))
+		return -EINTR;
 	inode_dio_wait(inode);
 	ret = filemap_write_and_wait(inode->i_mapping);
 	if (ret)

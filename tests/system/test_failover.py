@@ -490,7 +490,7 @@ while not os.path.exists(STOP):
     i += 1
     if i % 25 == 0:
         with open(OUT + ".progress", "w") as p:
-            p.write(f"{i} {ops} {len(errors)}\n")
+            p.write(f"{i} {ops} {len(errors)}\n" + "".join(e + "\n" for e in errors[:5]))
 # the tree: names and sizes of everything, contents of every 10th file (each
 # file's content was checked when it was created and renamed)
 tree, k = {}, 0
@@ -515,13 +515,15 @@ json.dump({"iterations": i, "ops": ops, "errors": errors[:50], "n_errors": len(e
 """
 
 
-def meta_progress(env, out):
+def meta_progress(env, out, errors=False):
+    """(iterations, ops, errors) of the loop so far; with ERRORS, its first errors too."""
     try:
         with open(os.path.join(env.lab.run_dir, os.path.basename(out) + ".progress")) as f:
-            i, ops, errs = map(int, f.read().split())
-        return i, ops, errs
+            head, *first = f.read().splitlines()
+        i, ops, errs = map(int, head.split())
     except (FileNotFoundError, ValueError):
-        return 0, 0, 0
+        i, ops, errs, first = 0, 0, 0, []
+    return (i, ops, errs, first) if errors else (i, ops, errs)
 
 
 def coordinator_not(env, vol, avoid):
@@ -581,7 +583,7 @@ def test_metadata_loop_under_repeated_coordinator_kills(env):
         log(f"kill {k}/{len(kinds)} ({kind} of {victim}): node{v['coordinator']} online "
             f"{online:.1f} s, loop resumed {resumed:.1f} s, {victim} back in {back:.1f} s; "
             f"loop at {i} iterations, {ops} ops, {errs} errors")
-        assert errs == 0, f"the loop saw errors (see {lab.run_dir}/meta.log and meta.json)"
+        assert errs == 0, f"the loop saw errors: {meta_progress(env, out, errors=True)[3]}"
     open(stop, "w").close()
     res_path = os.path.join(lab.run_dir, "meta.json")
     wait_for(lambda: os.path.exists(res_path) and os.path.getsize(res_path) > 0, 900,

@@ -56,6 +56,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tools"))
 
+from lab import demo  # noqa: E402
 from lab.demo import CSVD, KO, CsvCluster, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.lab(nodes=3, disks=2, disk_size="2G")
@@ -79,15 +80,14 @@ MOVE_PAUSE_LIMIT_S = 60.0    # target 0.5 s
 # layouts stay valid until the new coordinator recalls them all): its
 # largest gap there is a short stall, not the hand-over (targets 2 s / 0.5 s)
 DIRECT_PAUSE_LIMIT_S = 5.0
-# The lab's slowdown (3 under the debug kernel, 1 otherwise; set by the env
-# fixture): the bounds above are for the Debian kernel, and a KASAN/lockdep
-# guest does the same work that many times slower.
-SCALE = 1
 
 
 def limit(seconds):
-    """A bound above, for the running lab's kernel."""
-    return seconds * SCALE
+    """A bound above, for the running lab's kernel: the bounds are for the Debian
+    kernel, and a KASAN/lockdep guest does the same work lab.slowdown times slower
+    (demo.TIME_SCALE, set when the env's CsvClusters are made)."""
+    return seconds * demo.TIME_SCALE
+
 
 TIMINGS = {}
 
@@ -173,8 +173,6 @@ class Env:
 def env(lab):
     if not (os.path.exists(KO) and os.access(CSVD, os.X_OK)):
         pytest.skip("csvfs.ko or csvd not built (tools/build-kmod; cmake --build build)")
-    global SCALE
-    SCALE = lab.slowdown
     t0 = time.monotonic()
     TIMINGS["boot + Corosync"] = sum(lab.timings.get(k, 0) for k in ("boot_s",))
     e = Env(lab)
@@ -515,15 +513,15 @@ json.dump({"iterations": i, "ops": ops, "errors": errors[:50], "n_errors": len(e
 """
 
 
-def meta_progress(env, out, errors=False):
-    """(iterations, ops, errors) of the loop so far; with ERRORS, its first errors too."""
+def meta_progress(env, out):
+    """(iterations, ops, number of errors, the first errors) of the loop so far."""
     try:
         with open(os.path.join(env.lab.run_dir, os.path.basename(out) + ".progress")) as f:
             head, *first = f.read().splitlines()
         i, ops, errs = map(int, head.split())
     except (FileNotFoundError, ValueError):
         i, ops, errs, first = 0, 0, 0, []
-    return (i, ops, errs, first) if errors else (i, ops, errs)
+    return i, ops, errs, first
 
 
 def coordinator_not(env, vol, avoid):
@@ -577,13 +575,13 @@ def test_metadata_loop_under_repeated_coordinator_kills(env):
         wait_for(lambda: meta_progress(env, out)[1] >= before + 30, 240, "the loop resuming")
         resumed = time.monotonic() - t0
         back = env.revive(victim)
-        i, ops, errs = meta_progress(env, out)
+        i, ops, errs, first_errors = meta_progress(env, out)
         rounds.append(dict(kind=kind, victim=victim, new=v["coordinator"], online=online,
                            resumed=resumed, back=back, errors=errs))
         log(f"kill {k}/{len(kinds)} ({kind} of {victim}): node{v['coordinator']} online "
             f"{online:.1f} s, loop resumed {resumed:.1f} s, {victim} back in {back:.1f} s; "
             f"loop at {i} iterations, {ops} ops, {errs} errors")
-        assert errs == 0, f"the loop saw errors: {meta_progress(env, out, errors=True)[3]}"
+        assert errs == 0, f"the loop saw errors: {first_errors}"
     open(stop, "w").close()
     res_path = os.path.join(lab.run_dir, "meta.json")
     wait_for(lambda: os.path.exists(res_path) and os.path.getsize(res_path) > 0, 900,

@@ -85,7 +85,9 @@ def is_stale(target, sources):
 def cmd_debug_suite(args):
     """Build the debug kernel and csvfs.ko for it, then run pytest on the
     system tests (or ARGS) with CSVLAB_KERNEL=debug. --name NAME names the
-    labs NAME-<module> (one per test module) instead of t<pid>-<module>."""
+    labs NAME-<module> (one per test module) instead of t<pid>-<module>.
+    Passes are recorded in the ledger of these sources (tools/lab/ledger.py);
+    --resume runs only what it lacks, --status only reports it."""
     import os
     import subprocess
     from .core import NAME_PREFIX_MAX, REPO
@@ -95,10 +97,31 @@ def cmd_debug_suite(args):
             raise LabError(f"--name {args.name!r}: debug-suite names each test module's lab "
                            f"NAME-<module>; use 1-{NAME_PREFIX_MAX} of [a-z0-9-]")
         env["CSVLAB_NAME"] = args.name
+    if not args.status:
+        build_for_debug_suite()
+    ledger = debug_suite_ledger()
+    env.update(CSVLAB_LEDGER=ledger, CSVLAB_LEDGER_RESUME="1" if args.resume else "0",
+               PYTHONPATH=os.pathsep.join(filter(None, [os.path.join(REPO, "tools"),
+                                                        os.environ.get("PYTHONPATH")])))
+    rc = 0
+    if not args.status:
+        cmd = ["/usr/bin/python3", "-m", "pytest", "-p", "lab.ledger", "-ra", "-v",
+               *(args.pytest_args or ["tests/system"])]
+        labs = f" (labs {args.name}-<module>)" if args.name is not None else ""
+        print("csvlab debug-suite: CSVLAB_KERNEL=debug " + " ".join(cmd) + labs, flush=True)
+        rc = subprocess.run(cmd, cwd=REPO, env=env).returncode
+    complete = print_debug_suite_status(ledger, env)
+    return rc if not args.status else (0 if complete else 1)
+
+
+def build_for_debug_suite():
+    """The debug kernel (cached), then always csvfs.ko for it (make rebuilds
+    what changed: Kbuild's dependency files cover every header, kmod/tests
+    included), and the userspace the guests run (build/)."""
+    import os
+    import subprocess
+    from .core import REPO
     idle = ["nice", "-n", "19", "ionice", "-c3"]
-    # The debug kernel (cached), then always csvfs.ko for it: make rebuilds
-    # what changed (Kbuild's dependency files cover every header, kmod/tests
-    # included).
     steps = [[os.path.join(REPO, "tools", "build-debug-kernel")]]
     if is_stale(os.path.join(REPO, "kmod", "csvfs.ko"), kmod_sources(REPO)):
         # The tests skip unless the Debian build exists on the host, and
@@ -106,13 +129,53 @@ def cmd_debug_suite(args):
         # (kmod/tests/*.c are not compiled for the Debian kernel, so after a
         # change there only this check runs again next time; make does nothing.)
         steps.append(idle + [os.path.join(REPO, "tools", "build-kmod")])
+    if not os.path.exists(os.path.join(REPO, "build", "CMakeCache.txt")):
+        raise LabError("no userspace build in build/: run "
+                       "`cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo` first")
     for step in steps:
         if subprocess.run(step, cwd=REPO).returncode:
             raise LabError(f"{' '.join(step)} failed")
-    cmd = ["/usr/bin/python3", "-m", "pytest", "-ra", "-v", *(args.pytest_args or ["tests/system"])]
-    labs = f" (labs {args.name}-<module>)" if args.name is not None else ""
-    print("csvlab debug-suite: CSVLAB_KERNEL=debug " + " ".join(cmd) + labs, flush=True)
-    return subprocess.run(cmd, cwd=REPO, env=env).returncode
+    # The ledger is keyed by the sources: the binaries must be built from them
+    # (make's "Built target" lines are noise; errors go to stderr).
+    step = idle + ["cmake", "--build", os.path.join(REPO, "build"), "-j2"]
+    if subprocess.run(step, cwd=REPO, stdout=subprocess.DEVNULL).returncode:
+        raise LabError(f"{' '.join(step)} failed (run it to see why)")
+
+
+def debug_suite_ledger():
+    """The ledger file of the current sources and debug kernel."""
+    import os
+    import subprocess
+    from . import ledger
+    from .core import REPO
+    proc = subprocess.run([os.path.join(REPO, "tools", "build-debug-kernel"), "--print-dir"],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise LabError(proc.stderr.strip())
+    return ledger.ledger_path(ledger.source_key(REPO, os.path.basename(proc.stdout.strip())))
+
+
+def print_debug_suite_status(path, env):
+    """How much of the whole system suite the ledger at PATH holds; True if all."""
+    import subprocess
+    from . import ledger
+    from .core import REPO
+    proc = subprocess.run(["/usr/bin/python3", "-m", "pytest", "--collect-only", "-q",
+                           "tests/system"], cwd=REPO, env=env, capture_output=True, text=True)
+    suite = [line for line in proc.stdout.splitlines() if "::" in line]
+    if proc.returncode or not suite:
+        raise LabError(f"cannot collect tests/system: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    lacking = ledger.missing(path, suite)
+    print(f"csvlab debug-suite: {len(suite) - len(lacking)} of {len(suite)} system tests "
+          f"have passed under the debug kernel at these sources (ledger {path})")
+    for module in dict.fromkeys(n.split("::")[0] for n in suite):
+        total = [n for n in suite if n.startswith(module + "::")]
+        left = [n.split("::", 1)[1] for n in lacking if n.startswith(module + "::")]
+        print(f"  {module}: {len(total) - len(left)}/{len(total)}"
+              + (f"; not yet: {' '.join(left)}" if left else ""))
+    print("  the whole system suite has passed under the debug kernel" if not lacking else
+          "  `tools/csvlab debug-suite --resume` runs the rest")
+    return not lacking
 
 
 def cmd_quorum(args):
@@ -216,6 +279,10 @@ def parser():
 
     ds = sub.add_parser("debug-suite", help="build the debug kernel (cached) and run the "
                                             "system tests under it (docs/debug-kernel.md)")
+    ds.add_argument("--resume", action="store_true",
+                    help="skip the tests that have already passed at these sources")
+    ds.add_argument("--status", action="store_true",
+                    help="only report which system tests have passed at these sources")
     ds.add_argument("pytest_args", nargs=argparse.REMAINDER,
                     help="pytest arguments (default: tests/system)")
     ds.set_defaults(func=cmd_debug_suite)

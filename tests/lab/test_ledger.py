@@ -82,8 +82,17 @@ def test_resume_runs_only_what_the_ledger_lacks(tmp_path):
         ("test_clean.py", "test_a"), ("test_clean.py", "test_b"), ("test_one_fails.py", "test_ok"),
         ("test_one_fails.py", "test_bad"), ("test_log_problem.py", "test_passes_before_the_problem"),
         ("test_log_problem.py", "test_passes_but_log_bad")]]
-    assert ledger.missing(str(led), everything) == []
-    assert ledger.missing(str(led), everything + ["test_new.py::test_x"]) == ["test_new.py::test_x"]
+    assert ledger.missing(str(led), everything, str(tmp_path)) == []
+    assert ledger.missing(str(led), everything + ["test_new.py::test_x"],
+                          str(tmp_path)) == ["test_new.py::test_x"]
+    # A changed test module voids its own passes, and only those.
+    with open(tmp_path / "test_clean.py", "a") as f:
+        f.write("# changed\n")
+    assert ledger.missing(str(led), everything, str(tmp_path)) == [
+        "test_clean.py::test_a", "test_clean.py::test_b"]
+    r = run_suite(tmp_path, led, resume=True, fixed=True)
+    assert r.returncode == 0 and "2 passed, 4 deselected" in r.stdout, r.stdout
+    assert ledger.missing(str(led), everything, str(tmp_path)) == []
 
 
 def test_a_run_without_resume_runs_everything_again(tmp_path):
@@ -98,17 +107,23 @@ def git(repo, *args):
     subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
 
 
-def test_key_follows_sources_and_kernel_not_docs(tmp_path):
-    (tmp_path / "kmod").mkdir()
-    (tmp_path / "docs").mkdir()
+def test_key_follows_sources_and_kernel_not_docs_or_test_modules(tmp_path):
+    for d in ("kmod", "docs", "tests/system"):
+        (tmp_path / d).mkdir(parents=True)
     (tmp_path / "kmod" / "super.c").write_text("int x;\n")
     (tmp_path / "docs" / "notes.md").write_text("# notes\n")
+    (tmp_path / "tests" / "system" / "test_x.py").write_text("def test_x(): pass\n")
+    (tmp_path / "tests" / "system" / "guest.sh").write_text("true\n")
     git(tmp_path, "init", "-q")
     git(tmp_path, "add", ".")
     base = ledger.source_key(str(tmp_path), "k1")
     assert ledger.source_key(str(tmp_path), "k1") == base
     assert ledger.source_key(str(tmp_path), "k2") != base
     (tmp_path / "docs" / "notes.md").write_text("# notes, longer\n")
-    assert ledger.source_key(str(tmp_path), "k1") == base
+    (tmp_path / "tests" / "system" / "test_x.py").write_text("def test_x(): assert 1\n")
+    assert ledger.source_key(str(tmp_path), "k1") == base  # test modules: hashed per pass
+    (tmp_path / "tests" / "system" / "guest.sh").write_text("false\n")
+    assert ledger.source_key(str(tmp_path), "k1") != base  # a helper of every module
+    base = ledger.source_key(str(tmp_path), "k1")
     (tmp_path / "kmod" / "super.c").write_text("int y;\n")  # not committed: still counts
     assert ledger.source_key(str(tmp_path), "k1") != base

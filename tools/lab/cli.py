@@ -165,7 +165,7 @@ def print_debug_suite_status(path, env):
     suite = [line for line in proc.stdout.splitlines() if "::" in line]
     if proc.returncode or not suite:
         raise LabError(f"cannot collect tests/system: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-    lacking = ledger.missing(path, suite)
+    lacking = ledger.missing(path, suite, REPO)
     print(f"csvlab debug-suite: {len(suite) - len(lacking)} of {len(suite)} system tests "
           f"have passed under the debug kernel at these sources (ledger {path})")
     for module in dict.fromkeys(n.split("::")[0] for n in suite):

@@ -9,7 +9,10 @@ files under kmod/, include/, daemon/, tools/ (csvctl, mount.csvfs, the lab,
 the debug kernel's configuration), tests/system/ and tests/lab/, the top
 CMakeLists.txt and Kbuild, and the debug kernel's own cache key. Any change
 there starts a new, empty ledger; docs, the style and CI scripts and the
-debug-suite command itself (UNKEYED) do not.
+debug-suite command itself (UNKEYED) do not. A test module's own file
+(tests/system/test_*.py) is not in that key: each pass records the hash of
+its module's file and counts only while the file is unchanged, so fixing
+one module's test does not void the others.
 
 A test counts as passed only if it passed (setup, call and teardown) AND its
 module's lab ended clean: the lab fixture's end-of-module kmemleak scan and
@@ -27,6 +30,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -40,23 +44,34 @@ KEYED_PATHS = ("kmod", "include", "daemon", "tools", "tests/system", "tests/lab"
 # not throw away hours of debug-kernel results.
 UNKEYED = {"tools/check-style", "tools/run-tests", "tools/lab/cli.py", "tools/lab/ledger.py",
            "tests/lab/test_ledger.py"}
+# A test module is keyed on its own: its passes stay valid while another
+# module's file changes (each entry carries the hash of its module's file).
+TEST_MODULE = re.compile(r"^tests/system/test_[^/]*\.py$")
+
+
+def _file_hash(path):
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except FileNotFoundError:  # deleted, not yet committed
+        return "deleted"
 
 
 def source_key(repo=REPO, kernel_key=""):
-    """A hash of the working-tree contents of the tracked files a debug-suite
-    result depends on, and of the debug kernel's key."""
+    """A hash of the working-tree contents of the tracked files every
+    debug-suite result depends on (all but the test modules), and of the
+    debug kernel's key."""
     names = subprocess.run(["git", "-C", repo, "ls-files", "-z", "--", *KEYED_PATHS],
-                           capture_output=True, check=True).stdout.split(b"\0")
+                           capture_output=True, check=True).stdout.decode().split("\0")
     h = hashlib.sha256(f"kernel {kernel_key}\n".encode())
-    for name in sorted(n for n in names if n and n.decode() not in UNKEYED):
-        path = os.path.join(repo, name.decode())
-        h.update(name + b"\0")
-        try:
-            with open(path, "rb") as f:
-                h.update(hashlib.sha256(f.read()).digest())
-        except FileNotFoundError:  # deleted, not yet committed
-            h.update(b"deleted")
+    for name in sorted(n for n in names if n and n not in UNKEYED and not TEST_MODULE.match(n)):
+        h.update(f"{name}\0{_file_hash(os.path.join(repo, name))}\n".encode())
     return h.hexdigest()[:16]
+
+
+def module_hash(repo, nodeid):
+    """The hash of the test module file NODEID lives in."""
+    return _file_hash(os.path.join(repo, nodeid.split("::", 1)[0]))[:16]
 
 
 def ledger_path(key):
@@ -71,7 +86,20 @@ def load(path):
         return {"passed": {}, "runs": []}
 
 
-def record(path, passed, run):
+def valid_passes(path, repo):
+    """The ledger's passes whose test module is still the file that passed."""
+    hashes = {}
+    out = {}
+    for nodeid, entry in load(path)["passed"].items():
+        module = nodeid.split("::", 1)[0]
+        if module not in hashes:
+            hashes[module] = module_hash(repo, nodeid)
+        if entry.get("module") == hashes[module]:
+            out[nodeid] = entry
+    return out
+
+
+def record(path, passed, run, repo):
     """Add PASSED ({nodeid: seconds}) to the ledger at PATH, as RUN (a label),
     under an exclusive lock: two debug-suite runs may share one ledger."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -80,7 +108,8 @@ def record(path, passed, run):
         data = load(path)
         now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         for nodeid, seconds in passed.items():
-            data["passed"][nodeid] = {"at": now, "run": run, "seconds": round(seconds, 1)}
+            data["passed"][nodeid] = {"at": now, "run": run, "seconds": round(seconds, 1),
+                                      "module": module_hash(repo, nodeid)}
         data["runs"].append({"at": now, "run": run, "passed": sorted(passed)})
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
@@ -88,9 +117,9 @@ def record(path, passed, run):
         os.replace(tmp, path)
 
 
-def missing(path, nodeids):
-    """The NODEIDS the ledger at PATH does not hold as passed."""
-    passed = load(path)["passed"]
+def missing(path, nodeids, repo):
+    """The NODEIDS the ledger at PATH does not hold as (validly) passed."""
+    passed = valid_passes(path, repo)
     return [n for n in nodeids if n not in passed]
 
 
@@ -113,7 +142,7 @@ def _module_of(nodeid):
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("CSVLAB_LEDGER_RESUME") != "1":
         return
-    passed = load(os.environ["CSVLAB_LEDGER"])["passed"]
+    passed = valid_passes(os.environ["CSVLAB_LEDGER"], str(config.rootpath))
     keep = [i for i in items if i.nodeid not in passed]
     done = [i for i in items if i.nodeid in passed]
     if done:
@@ -148,4 +177,5 @@ def pytest_runtest_protocol(item, nextitem):
         return
     good = {n: s for n, s in mod.passed.items() if n not in mod.failed}
     if good:
-        record(path, good, os.environ.get("CSVLAB_NAME") or f"pid {os.getpid()}")
+        record(path, good, os.environ.get("CSVLAB_NAME") or f"pid {os.getpid()}",
+               str(item.config.rootpath))

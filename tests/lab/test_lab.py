@@ -48,6 +48,26 @@ def test_boot(lab):
         assert lab.exec(node, f"test -f {os.path.abspath(__file__)}").ok
 
 
+def guest_minus_host(lab, node):
+    """NODE's wall clock minus the host's, and the uncertainty of the reading."""
+    t0 = time.time()
+    guest = float(lab.sh(node, "date +%s.%N"))
+    t1 = time.time()
+    return guest - (t0 + t1) / 2, (t1 - t0) / 2
+
+
+CLOCKS = {}
+
+
+def test_guest_clocks_start_with_the_host(lab):
+    # Booted from QEMU's RTC (whole seconds) on a calibrated clocksource: the
+    # lab refuses a guest on jiffies at boot (Lab._check_clocksource).
+    for node in lab.nodes:
+        off, err = guest_minus_host(lab, node)
+        assert abs(off) <= 2 + err, f"{node}: {off:+.2f} s from the host at boot"
+        CLOCKS[node] = (time.monotonic(), off)
+
+
 def test_exec_channel(lab):
     result = lab.exec("node1", "echo out; echo err >&2; exit 7")
     assert (result.rc, result.stdout, result.stderr) == (7, "out\n", "err\n")
@@ -169,6 +189,21 @@ def test_insmod_csvfs(lab):
     if not os.path.exists(DEFAULT_MODULE):
         pytest.skip(f"{DEFAULT_MODULE} not built yet")
     assert insmod_check(lab, "node1") == 0
+
+
+def test_guest_clocks_kept_the_hosts_pace(lab):
+    # After the faults above (a kill, a restart, a partition, netem delays),
+    # each guest's clock moved as the host's did: a clock that lost ticks
+    # under load (jiffies) or ran on a TSC miscalibrated against the PIT
+    # drifts by seconds per minute. node2 rebooted from the RTC (1 s steps).
+    assert CLOCKS, "test_guest_clocks_start_with_the_host did not run"
+    for node, (then, off0) in CLOCKS.items():
+        off, err = guest_minus_host(lab, node)
+        elapsed = time.monotonic() - then
+        drift = off - off0
+        record(f"clock_drift_{node}_s", round(drift, 3))
+        assert abs(drift) <= 1.5 + err + 0.01 * elapsed, \
+            f"{node}: its clock moved {drift:+.2f} s against the host's in {elapsed:.0f} s"
 
 
 def test_kernel_logs_clean(lab):

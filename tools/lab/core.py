@@ -393,6 +393,20 @@ class Lab:
         deadline = time.monotonic() + timeout * self.slowdown
         for node in nodes:
             self._wait_agent(node, deadline)
+            self._check_clocksource(node)
+
+    def _check_clocksource(self, node):
+        """Leases, Corosync's token and every timeout in a guest run on its
+        clock. A jiffies clocksource loses every tick a loaded host does not
+        deliver (a TCG guest without HPET or ACPI PM timer ends up on it, its
+        TSC uncalibrated): refuse such a guest instead of testing on it."""
+        path = "/sys/devices/system/clocksource/clocksource0/current_clocksource"
+        r = self.exec(node, f"cat {path}", timeout=60)
+        src = r.stdout.strip()
+        if not r.ok or not src or "jiffies" in src:
+            raise LabError(f"{self.node_name(node)}: clocksource {src or r.stderr.strip()!r}: no "
+                           f"calibrated clock (kernel without ACPI/HPET?); see "
+                           f"{self.console_log(node)}")
 
     def _wait_agent(self, node, deadline):
         name = self.node_name(node)

@@ -22,11 +22,13 @@ seam_start() {	# [seam options...]
 	setsid python3 "$REPO/tests/system/seam_responder.py" --root "$SEAM_ROOT" \
 		--log /tmp/seam.log "$@" </dev/null >/dev/null 2>&1 &
 	echo $! > /tmp/seam.pid
-	for i in $(seq 100); do
+	# Up to 120 s: python starts in ~1 s under the Debian kernel, in ~30 s
+	# in a loaded debug (KASAN) guest.
+	for i in $(seq 600); do
 		grep -q registered /tmp/seam.log 2>/dev/null && return 0
 		sleep 0.2
 	done
-	echo "seam did not register" >&2
+	echo "seam did not register within 120 s" >&2
 	return 1
 }
 

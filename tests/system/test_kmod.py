@@ -150,17 +150,18 @@ umount $MNT
 
 def test_requests_resent_after_daemon_restart(lab):
     res = g(lab, r"""
-load_module && seam_start && csv_mount timeout=60,attr_timeout_ms=0 || exit 1
+load_module && seam_start && csv_mount timeout=120,attr_timeout_ms=0 || exit 1
 echo data > $MNT/f
 seam_stop
 ( cat $MNT/f > /tmp/out1 2>&1; echo "rc=$?" >> /tmp/out1 ) & P1=$!
 sleep 1
-seam_start
+seam_start || exit 1
 wait $P1; echo "no-daemon: $(tr '\n' ' ' < /tmp/out1)"
-seam_stop; seam_start --exit-on GETATTR
+seam_stop; seam_start --exit-on GETATTR || exit 1
 ( stat -c %s $MNT/f > /tmp/out2 2>&1; echo "rc=$?" >> /tmp/out2 ) & P2=$!
-for i in $(seq 100); do grep -q exiting /tmp/seam.log && break; sleep 0.1; done
-seam_start
+for i in $(seq 600); do grep -q exiting /tmp/seam.log && break; sleep 0.1; done
+grep -q exiting /tmp/seam.log || { echo "the seam did not exit at GETATTR within 60 s"; exit 1; }
+seam_start || exit 1
 wait $P2; echo "daemon-died: $(tr '\n' ' ' < /tmp/out2)"
 umount $MNT
 """, timeout=300)

@@ -7,6 +7,7 @@ namespace csv::core {
 namespace {
 
 constexpr auto kHandshakeTimeout = std::chrono::seconds(5);
+const std::string kHandshakeTimeoutText = std::to_string(kHandshakeTimeout.count()) + " s";
 constexpr auto kReconnectInterval = std::chrono::milliseconds(500);
 
 }  // namespace
@@ -32,7 +33,13 @@ asio::awaitable<NodeId> Handshake(std::shared_ptr<TcpConn> conn, NodeId self,
       .PutBinary(CSVFS_A_DATA, mine);
   conn->Send(hello);
   auto theirs = co_await conn->ReadOne();
-  if (!theirs || theirs->cmd() != CSVFS_CMD_HELLO || !theirs->GetU32(CSVFS_A_NODE_ID) ||
+  if (!theirs) {
+    // Closed by the peer, or by the watchdog: not a wrong key (a loaded peer
+    // that answers late must not send the administrator after the key).
+    *why = "no HELLO: connection closed or no answer within " + kHandshakeTimeoutText;
+    co_return kNoNode;
+  }
+  if (theirs->cmd() != CSVFS_CMD_HELLO || !theirs->GetU32(CSVFS_A_NODE_ID) ||
       theirs->GetBinary(CSVFS_A_DATA).value_or(std::span<const uint8_t>()).size() != kNonceSize ||
       theirs->GetU32(CSVFS_A_ABI_VERSION) != CSVFS_ABI_VERSION) {
     *why = "no valid HELLO";
@@ -52,7 +59,12 @@ asio::awaitable<NodeId> Handshake(std::shared_ptr<TcpConn> conn, NodeId self,
   conn->Send(proof);
   auto answer = co_await conn->ReadOne();
   watchdog.cancel();
-  if (!answer || answer->cmd() != CSVFS_CMD_REPLY || !answer->GetBinary(CSVFS_A_DATA) ||
+  if (!answer) {
+    *why = "no proof from node id " + std::to_string(peer) +
+           ": connection closed or no answer within " + kHandshakeTimeoutText;
+    co_return kNoNode;
+  }
+  if (answer->cmd() != CSVFS_CMD_REPLY || !answer->GetBinary(CSVFS_A_DATA) ||
       !ProofMatches(*answer->GetBinary(CSVFS_A_DATA),
                     MakeProof(key, peer, self, their_nonce, mine))) {
     *why = "authentication failed (wrong cluster key?) for node id " + std::to_string(peer);

@@ -250,11 +250,18 @@ def test_wrong_key_and_non_member_refused(cluster):
     r = n1.netns(CSVIO, "auth-probe", "--addr", n2.addr, "--port", str(PORT),
                  "--key", cluster.key, "--node-id", "7", check=False)
     assert r.returncode == 3, "a node id outside the membership is refused"
-    wait_for(lambda: n2.status()["counters"]["peer_auth_failures"] >= before + 2, 10,
+    # A peer that connects and says nothing is cut off by the handshake's
+    # watchdog, and the log says so, not "wrong cluster key?".
+    silent = (f"import socket\ns = socket.create_connection(('{n2.addr}', {PORT}))\n"
+              "s.settimeout(20)\nwhile s.recv(4096):\n    pass\nprint('closed by csvd')")
+    r = n1.netns("/usr/bin/python3", "-c", silent, check=False, timeout=30)
+    assert r.returncode == 0 and "closed by csvd" in r.stdout, r.stdout + r.stderr
+    wait_for(lambda: n2.status()["counters"]["peer_auth_failures"] >= before + 3, 10,
              "refusals counted")
     with open(n2.log) as f:
         log = f.read()
     assert "authentication failed" in log and "not a member" in log
+    assert "no HELLO: connection closed or no answer within 5 s" in log
     # A csvd started with the wrong key cannot talk to its peers.
     r = run(["stat", "-c", "%a", cluster.wrong_key])
     assert r.stdout.strip() == "600"

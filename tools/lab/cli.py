@@ -145,14 +145,9 @@ def build_for_debug_suite():
 def debug_suite_ledger():
     """The ledger file of the current sources and debug kernel."""
     import os
-    import subprocess
     from . import ledger
-    from .core import REPO
-    proc = subprocess.run([os.path.join(REPO, "tools", "build-debug-kernel"), "--print-dir"],
-                          capture_output=True, text=True)
-    if proc.returncode:
-        raise LabError(proc.stderr.strip())
-    return ledger.ledger_path(ledger.source_key(REPO, os.path.basename(proc.stdout.strip())))
+    from .core import REPO, debug_kernel_dir
+    return ledger.ledger_path(ledger.source_key(REPO, os.path.basename(debug_kernel_dir())))
 
 
 def print_debug_suite_status(path, env):

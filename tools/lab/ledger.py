@@ -69,9 +69,13 @@ def source_key(repo=REPO, kernel_key=""):
     return h.hexdigest()[:16]
 
 
+def _module_of(nodeid):
+    return nodeid.split("::", 1)[0]
+
+
 def module_hash(repo, nodeid):
     """The hash of the test module file NODEID lives in."""
-    return _file_hash(os.path.join(repo, nodeid.split("::", 1)[0]))[:16]
+    return _file_hash(os.path.join(repo, _module_of(nodeid)))[:16]
 
 
 def ledger_path(key):
@@ -91,7 +95,7 @@ def valid_passes(path, repo):
     hashes = {}
     out = {}
     for nodeid, entry in load(path)["passed"].items():
-        module = nodeid.split("::", 1)[0]
+        module = _module_of(nodeid)
         if module not in hashes:
             hashes[module] = module_hash(repo, nodeid)
         if entry.get("module") == hashes[module]:
@@ -133,10 +137,6 @@ class _Module:
 
 
 _modules = {}
-
-
-def _module_of(nodeid):
-    return nodeid.split("::", 1)[0]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -127,3 +127,16 @@ def test_key_follows_sources_and_kernel_not_docs_or_test_modules(tmp_path):
     base = ledger.source_key(str(tmp_path), "k1")
     (tmp_path / "kmod" / "super.c").write_text("int y;\n")  # not committed: still counts
     assert ledger.source_key(str(tmp_path), "k1") != base
+
+
+def test_build_dir_source_tree_is_read_from_its_cache(tmp_path):
+    """debug-suite refuses a build/ configured for another tree (a worktree's
+    copy of main's build/ compiles main's sources): the check reads the
+    tree from CMake's cache, and reports an unconfigured directory as None."""
+    from lab import cli
+    build = tmp_path / "build"
+    build.mkdir()
+    assert cli.cmake_source_dir(str(build)) is None
+    (build / "CMakeCache.txt").write_text("# comment\nCMAKE_BUILD_TYPE:STRING=RelWithDebInfo\n"
+                                          "CMAKE_HOME_DIRECTORY:INTERNAL=/work/main\n")
+    assert cli.cmake_source_dir(str(build)) == "/work/main"

@@ -1,5 +1,6 @@
 """Command line of csvlab (tools/csvlab)."""
 import argparse
+import os
 import re
 import sys
 
@@ -129,9 +130,16 @@ def build_for_debug_suite():
         # (kmod/tests/*.c are not compiled for the Debian kernel, so after a
         # change there only this check runs again next time; make does nothing.)
         steps.append(idle + [os.path.join(REPO, "tools", "build-kmod")])
-    if not os.path.exists(os.path.join(REPO, "build", "CMakeCache.txt")):
-        raise LabError("no userspace build in build/: run "
-                       "`cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo` first")
+    configure = "cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo"
+    source = cmake_source_dir(os.path.join(REPO, "build"))
+    if source is None:
+        raise LabError(f"no userspace build in build/: run `{configure}` first")
+    if os.path.realpath(source) != os.path.realpath(REPO):
+        # A build/ copied from another tree (a worktree made with cp -a)
+        # compiles that tree's sources, with only a warning from cmake: the
+        # ledger would then record passes of binaries it did not key.
+        raise LabError(f"build/ was configured for {source}, not {REPO}: "
+                       f"run `rm -rf build && {configure}` here")
     for step in steps:
         if subprocess.run(step, cwd=REPO).returncode:
             raise LabError(f"{' '.join(step)} failed")
@@ -140,6 +148,18 @@ def build_for_debug_suite():
     step = idle + ["cmake", "--build", os.path.join(REPO, "build"), "-j2"]
     if subprocess.run(step, cwd=REPO, stdout=subprocess.DEVNULL).returncode:
         raise LabError(f"{' '.join(step)} failed (run it to see why)")
+
+
+def cmake_source_dir(build_dir):
+    """The source tree BUILD_DIR was configured for; None if not configured."""
+    try:
+        with open(os.path.join(build_dir, "CMakeCache.txt"), encoding="utf-8") as cache:
+            for line in cache:
+                if line.startswith("CMAKE_HOME_DIRECTORY:"):
+                    return line.split("=", 1)[1].strip()
+    except FileNotFoundError:
+        return None
+    return None
 
 
 def debug_suite_ledger():

@@ -116,7 +116,12 @@ class CsvCluster:
         return {"nodes": nodes, "key_file": "/etc/csv/cluster.key",
                 "state_dir": "/var/lib/csvd", "run_dir": "/run/csvd",
                 "control_socket": "/run/csvd/control.sock",
-                "path_interval_ms": 500, "path_timeout_ms": 2000}
+                # A probe is a read of the device: in a debug guest (KASAN,
+                # lockdep; lab.slowdown 3) under load it takes more than 2 s
+                # now and then, and each such "failed path" moved a
+                # coordinator and, once healthy, a volume back (two XFS
+                # mounts for nothing).
+                "path_interval_ms": 500, "path_timeout_ms": 2000 * self.lab.slowdown}
 
     def install(self, node):
         """/etc/csv/{csvd.conf,cluster.key} in the guest (docs/operations.md); csvfs.ko loaded."""

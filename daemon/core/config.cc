@@ -30,6 +30,7 @@ bool LoadConfig(const std::string& path, Config* c, std::string* error) {
     c->test_socket = j.value("test_socket", c->test_socket);
     c->group = j.value("group", c->group);
     c->workers = j.value("workers", c->workers);
+    c->probe_threads = j.value("probe_threads", c->probe_threads);
     c->path_interval_ms = j.value("path_interval_ms", c->path_interval_ms);
     c->path_timeout_ms = j.value("path_timeout_ms", c->path_timeout_ms);
     c->call_timeout_ms = j.value("call_timeout_ms", c->call_timeout_ms);
@@ -68,6 +69,10 @@ bool LoadConfig(const std::string& path, Config* c, std::string* error) {
   }
   if (c->workers < 1 || c->workers > 64) {
     *error = "workers must be 1..64";
+    return false;
+  }
+  if (c->probe_threads < 1 || c->probe_threads > 64) {
+    *error = "probe_threads must be 1..64";
     return false;
   }
   return true;

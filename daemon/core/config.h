@@ -27,6 +27,9 @@ struct Config {
   std::string test_socket;     // default: none (the test channel is off)
   std::string group = "csvd";  // CPG group name
   int workers = 4;
+  // Path probes have their own threads, never queued behind requests (see
+  // docs/daemon.md "Path monitor"); a hung probe holds one.
+  int probe_threads = 4;
   int path_interval_ms = 1000;
   int path_timeout_ms = 3000;
   int call_timeout_ms = 10000;  // coordinator-initiated calls (recalls)

@@ -109,6 +109,7 @@ Daemon::Daemon(asio::io_context& io, Config config)
     : io_(io),
       config_(std::move(config)),
       workers_(config_.workers),
+      probes_(config_.probe_threads),
       state_(config_.nodes.size()),
       retry_timer_(io),
       probe_timer_(io) {}
@@ -195,6 +196,7 @@ void Daemon::Stop() {
   if (test_acceptor_) test_acceptor_->close(ec);
   if (control_acceptor_) control_acceptor_->close(ec);
   workers_.stop();
+  probes_.stop();
 }
 
 // ---- cluster events ----------------------------------------------------
@@ -1210,7 +1212,7 @@ void Daemon::ProbeTick() {
     std::string device = l.device;
     Uuid uuid = v.uuid;
     std::string fault = config_.path_fault_file;
-    asio::post(workers_, [this, name, device, uuid, fault] {
+    asio::post(probes_, [this, name, device, uuid, fault] {
       std::string dev = device;
       bool ok = false;
       bool faulted = !fault.empty() && access(fault.c_str(), F_OK) == 0;

@@ -184,6 +184,9 @@ class Daemon {
   Config config_;
   NodeId self_ = kNoNode;
   asio::thread_pool workers_;
+  // Path probes: apart from the workers, which may all wait on the
+  // filesystem (a freeze, a slow fsync) while the path is fine.
+  asio::thread_pool probes_;
   std::unique_ptr<Corosync> corosync_;
   std::unique_ptr<PeerNet> peers_;
   std::unique_ptr<KernelChannel> kernel_;

@@ -221,6 +221,57 @@ def test_planned_move(cluster):
     assert r.returncode == 1 and "cannot serve" in r.stderr
 
 
+def blocked_threads(pid):
+    """Threads of PID in uninterruptible sleep (e.g. waiting on a frozen filesystem)."""
+    n = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                n += f.read().rsplit(")", 1)[1].split()[0] == "D"
+        except FileNotFoundError:
+            pass
+    return n
+
+
+def test_busy_workers_do_not_fail_the_path(cluster):
+    """Every worker of the coordinator waits on its frozen filesystem (as in a
+    backup, or a slow fsync): its path is fine, and its probes, on their own
+    threads, keep saying so; the role stays (docs/daemon.md "Path monitor").
+    Probes queued behind the requests timed out and moved the role away."""
+    all_paths_healthy(cluster)
+    v = online(cluster)
+    coord = cluster.node(v["coordinator"])
+    others = [n for n in cluster.nodes if n is not coord]
+    mnt = os.path.join(coord.run_dir, "mnt", VOL)
+    freeze = ["nsenter", "-t", str(coord.csvd.pid), "-m", "fsfreeze"]
+    run(freeze + ["-f", mnt])
+    clients = []
+    try:
+        for i in range(8):  # more than the coordinator's 4 workers
+            n = others[i % len(others)]
+            clients.append(subprocess.Popen(
+                [CSVIO, "--socket", n.test_socket, "--volume", VOL, "mkdir", f"/frozen-{i}"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        wait_for(lambda: blocked_threads(coord.csvd.pid) >= 4, 30,
+                 "the coordinator's 4 workers blocked on the frozen filesystem")
+        deadline = time.monotonic() + 3 * 2.0  # 3 x path_timeout_ms
+        while time.monotonic() < deadline:
+            seen = coord.volume(VOL)
+            me = next(x for x in seen["nodes"] if x["id"] == coord.id)
+            assert me["path_healthy"] and seen["coordinator"] == coord.id, (
+                f"workers busy on a frozen filesystem made a failed path: {seen}")
+            time.sleep(0.1)
+        assert all(c.poll() is None for c in clients), "a request did not wait for the thaw"
+    finally:
+        run(freeze + ["-u", mnt], check=False)
+        for c in clients:
+            out, err = c.communicate(timeout=60)
+            assert c.returncode == 0, f"mkdir after the thaw: {err.strip()} {out.strip()}"
+    assert {f"frozen-{i}" for i in range(8)} <= set(others[0].io_json("ls", "/")["entries"])
+    for i in range(8):
+        others[0].io("rmdir", f"/frozen-{i}")
+
+
 def test_path_failure_moves_role_and_redirects(cluster):
     n1, n2 = cluster.node(1), cluster.node(2)
     all_paths_healthy(cluster)

@@ -254,7 +254,9 @@ def test_busy_workers_do_not_fail_the_path(cluster):
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         wait_for(lambda: blocked_threads(coord.csvd.pid) >= 4, 30,
                  "the coordinator's 4 workers blocked on the frozen filesystem")
-        deadline = time.monotonic() + 3 * 2.0  # 3 x path_timeout_ms
+        with open(coord.config) as f:
+            path_timeout_s = json.load(f)["path_timeout_ms"] / 1000
+        deadline = time.monotonic() + 3 * path_timeout_s
         while time.monotonic() < deadline:
             seen = coord.volume(VOL)
             me = next(x for x in seen["nodes"] if x["id"] == coord.id)

@@ -66,7 +66,6 @@ def cmd_demo(args):
 def kmod_sources(repo):
     """What kmod/csvfs.ko is built from: a build older than any of them is stale."""
     import glob
-    import os
     pats = ("kmod/*.c", "kmod/*.h", "kmod/tests/*.c", "kmod/tests/*.h", "kmod/Kbuild",
             "Kbuild", "include/uapi/linux/csvfs.h")
     return [f for pat in pats for f in glob.glob(os.path.join(repo, pat))
@@ -75,7 +74,6 @@ def kmod_sources(repo):
 
 def is_stale(target, sources):
     """True if TARGET is missing or older than any of SOURCES."""
-    import os
     try:
         built = os.stat(target).st_mtime_ns
     except FileNotFoundError:
@@ -89,7 +87,6 @@ def cmd_debug_suite(args):
     labs NAME-<module> (one per test module) instead of t<pid>-<module>.
     Passes are recorded in the ledger of these sources (tools/lab/ledger.py);
     --resume runs only what it lacks, --status only reports it."""
-    import os
     import subprocess
     from .core import NAME_PREFIX_MAX, REPO
     env = dict(os.environ, CSVLAB_KERNEL="debug")
@@ -119,7 +116,6 @@ def build_for_debug_suite():
     """The debug kernel (cached), then always csvfs.ko for it (make rebuilds
     what changed: Kbuild's dependency files cover every header, kmod/tests
     included), and the userspace the guests run (build/)."""
-    import os
     import subprocess
     from .core import REPO
     idle = ["nice", "-n", "19", "ionice", "-c3"]
@@ -164,7 +160,6 @@ def cmake_source_dir(build_dir):
 
 def debug_suite_ledger():
     """The ledger file of the current sources and debug kernel."""
-    import os
     from . import ledger
     from .core import REPO, debug_kernel_dir
     return ledger.ledger_path(ledger.source_key(REPO, os.path.basename(debug_kernel_dir())))
@@ -183,7 +178,7 @@ def print_debug_suite_status(path, env):
     lacking = ledger.missing(path, suite, REPO)
     print(f"csvlab debug-suite: {len(suite) - len(lacking)} of {len(suite)} system tests "
           f"have passed under the debug kernel at these sources (ledger {path})")
-    for module in dict.fromkeys(n.split("::")[0] for n in suite):
+    for module in dict.fromkeys(ledger.module_of(n) for n in suite):
         total = [n for n in suite if n.startswith(module + "::")]
         left = [n.split("::", 1)[1] for n in lacking if n.startswith(module + "::")]
         print(f"  {module}: {len(total) - len(left)}/{len(total)}"

@@ -69,13 +69,14 @@ def source_key(repo=REPO, kernel_key=""):
     return h.hexdigest()[:16]
 
 
-def _module_of(nodeid):
+def module_of(nodeid):
+    """The test module file (relative path) of a pytest NODEID."""
     return nodeid.split("::", 1)[0]
 
 
 def module_hash(repo, nodeid):
     """The hash of the test module file NODEID lives in."""
-    return _file_hash(os.path.join(repo, _module_of(nodeid)))[:16]
+    return _file_hash(os.path.join(repo, module_of(nodeid)))[:16]
 
 
 def ledger_path(key):
@@ -95,7 +96,7 @@ def valid_passes(path, repo):
     hashes = {}
     out = {}
     for nodeid, entry in load(path)["passed"].items():
-        module = _module_of(nodeid)
+        module = module_of(nodeid)
         if module not in hashes:
             hashes[module] = module_hash(repo, nodeid)
         if entry.get("module") == hashes[module]:
@@ -151,7 +152,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_runtest_logreport(report):
-    mod = _modules.setdefault(_module_of(report.nodeid), _Module())
+    mod = _modules.setdefault(module_of(report.nodeid), _Module())
     if report.failed:
         mod.failed.add(report.nodeid)
         if report.when == "teardown":
@@ -161,7 +162,7 @@ def pytest_runtest_logreport(report):
 
 
 def _module_done(item, nextitem):
-    return nextitem is None or _module_of(nextitem.nodeid) != _module_of(item.nodeid)
+    return nextitem is None or module_of(nextitem.nodeid) != module_of(item.nodeid)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -172,7 +173,7 @@ def pytest_runtest_protocol(item, nextitem):
     path = os.environ.get("CSVLAB_LEDGER")
     if not path or not _module_done(item, nextitem):
         return
-    mod = _modules.pop(_module_of(item.nodeid), _Module())
+    mod = _modules.pop(module_of(item.nodeid), _Module())
     if mod.teardown_failed:
         return
     good = {n: s for n, s in mod.passed.items() if n not in mod.failed}

@@ -179,8 +179,8 @@ def print_debug_suite_status(path, env):
     print(f"csvlab debug-suite: {len(suite) - len(lacking)} of {len(suite)} system tests "
           f"have passed under the debug kernel at these sources (ledger {path})")
     for module in dict.fromkeys(ledger.module_of(n) for n in suite):
-        total = [n for n in suite if n.startswith(module + "::")]
-        left = [n.split("::", 1)[1] for n in lacking if n.startswith(module + "::")]
+        total = [n for n in suite if ledger.module_of(n) == module]
+        left = [n.split("::", 1)[1] for n in lacking if ledger.module_of(n) == module]
         print(f"  {module}: {len(total) - len(left)}/{len(total)}"
               + (f"; not yet: {' '.join(left)}" if left else ""))
     print("  the whole system suite has passed under the debug kernel" if not lacking else

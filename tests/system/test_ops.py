@@ -385,7 +385,7 @@ PCMK_SUBDAEMONS = [  # (subdaemon, user, the IPC endpoint pacemakerd checks)
 ]
 
 
-def staged_pacemaker_start(lab, node):
+def staged_pacemaker_start(lab):
     """A shell script: the subdaemons one by one, then pacemakerd (see above)."""
     deadline = int(300 * lab.slowdown)
     # pacemakerd lets haclient's processes use Corosync (a CMAP uidgid key)
@@ -404,7 +404,7 @@ def staged_pacemaker_start(lab, node):
                      "exit 1; }; sleep 1; t=$((t+1)); done; "
                      f"echo '{daemon}: serving after '$t' s'")
     steps.append("exec pacemakerd")
-    return f"export PCMK_logfile=/lab/{node}/pacemaker.log; " + "; ".join(steps)
+    return "; ".join(steps)
 
 
 def start_pacemaker(lab):
@@ -412,12 +412,10 @@ def start_pacemaker(lab):
         install_tools(lab, n)
         sh(lab, n, f"cp /lab/{n}/corosync.conf /etc/corosync/corosync.conf && "
                    "mkdir -p /var/log/pacemaker && chown hacluster:haclient /var/log/pacemaker")
-        if lab.slowdown > 1:
-            lab.spawn(n, f"sh -c {shlex.quote(staged_pacemaker_start(lab, n))}",
-                      log=f"/lab/{n}/pacemakerd.out")
-        else:
-            lab.spawn(n, f"PCMK_logfile=/lab/{n}/pacemaker.log pacemakerd",
-                      log=f"/lab/{n}/pacemakerd.out")
+        start = (f"sh -c {shlex.quote(staged_pacemaker_start(lab))}" if lab.slowdown > 1
+                 else "pacemakerd")
+        lab.spawn(n, f"PCMK_logfile=/lab/{n}/pacemaker.log {start}",
+                  log=f"/lab/{n}/pacemakerd.out")
 
 
 def pcs(lab, args):

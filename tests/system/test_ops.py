@@ -71,7 +71,7 @@ def cluster(lab):
     setup_cluster(lab, mount_nodes=[])
     for n in NODES:  # mount.csvfs, the default mount point
         sh(lab, n, f"{MOUNT} {VOL}")
-    if pacemaker_installed():
+    if pacemaker_installed() and lab.slowdown == 1:
         start_pacemaker(lab)  # for test_pacemaker_clone, started early: slow under TCG
     yield lab
     for n in NODES:
@@ -351,7 +351,8 @@ def test_ocf_agent(cluster):
 # The guests have no init system: pacemakerd is started by hand on the lab's
 # Corosync (the same instance csvd uses; corosync.conf copied to
 # /etc/corosync for pcs), by the cluster fixture so that its slow start under
-# TCG overlaps the other tests. pcs needs no pcsd for resource commands, but
+# TCG overlaps the other tests (in a debug-kernel lab by test_pacemaker_clone
+# itself, see below). pcs needs no pcsd for resource commands, but
 # one pcs command costs 1-5 min in a TCG guest (Python importing pcs), so the
 # test runs pcs on the host against a copy of the cluster's CIB (`pcs -f`,
 # the agent installed in a private mount namespace so that pcs validates the
@@ -374,14 +375,20 @@ def pacemaker_installed():
 # starved everything else (csvd renewed a lease 280 s late, ocf-tester ran out
 # of its 900 s). So slow labs start the subdaemons one at a time, each once
 # the previous one serves, and pacemakerd last: pacemakerd tracks subdaemons
-# that already serve ("Tracking existing ... process") and starts only the
-# controller. The Debian-kernel lab starts pacemakerd alone, as a unit would.
+# that already serve ("Tracking existing ... process") and starts none.
+# The controller is staged too: started by pacemakerd it was still joining
+# the cluster, its IPC not up, at the 5th check, and its SIGKILL set off the
+# storm again (48 respawns on node1 in 13 min). And a debug lab starts
+# Pacemaker only when test_pacemaker_clone runs: started by the fixture, its
+# checks timed out (2 s each) while the other tests loaded the guests.
+# The Debian-kernel lab starts pacemakerd alone, as a unit would.
 PCMK_SUBDAEMONS = [  # (subdaemon, user, the IPC endpoint pacemakerd checks)
     ("pacemaker-based", "hacluster", "cib_ro"),
     ("pacemaker-fenced", "root", "stonith-ng"),
     ("pacemaker-execd", "root", "lrmd"),
     ("pacemaker-attrd", "hacluster", "attrd"),
     ("pacemaker-schedulerd", "hacluster", "pengine"),
+    ("pacemaker-controld", "hacluster", "crmd"),
 ]
 
 
@@ -460,8 +467,10 @@ def test_pacemaker_clone(cluster):
     for n in NODES:
         lab.exec(n, f"umount {MNT}", timeout=60)
         assert not mounted(lab, n)
+    if lab.slowdown > 1:
+        start_pacemaker(lab)  # debug guests: while no other test loads them
     # Under TCG pacemakerd restarts slow subdaemons a few times before the
-    # node settles: wait for all three online (started by the fixture).
+    # node settles: wait for all three online.
     wait_for(lambda: "Online: [ node1 node2 node3 ]" in crm_mon(lab), 420,
              "pacemaker online on the 3 nodes", interval=3)
     timed("waited for pacemaker: 3 nodes online", t0)

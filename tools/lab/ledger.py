@@ -37,7 +37,11 @@ import pytest
 
 from .core import REPO
 
-LEDGER_ROOT = os.environ.get("CSVFS_DEBUG_SUITE_LEDGERS", "/var/cache/csvfs/debug-suite")
+# In the repository (docs/, outside the key), not in a machine cache: the
+# suite takes longer than a session, sessions may land on a fresh machine,
+# and a ledger committed with the sources it keys survives that.
+LEDGER_ROOT = os.environ.get("CSVFS_DEBUG_SUITE_LEDGERS",
+                             os.path.join(REPO, "docs", "debug-suite"))
 KEYED_PATHS = ("kmod", "include", "daemon", "tools", "tests/system", "tests/lab",
                "CMakeLists.txt", "Kbuild")
 # Under tools/ but not what runs in or against the guests: editing them must

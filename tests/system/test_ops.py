@@ -410,6 +410,18 @@ def staged_pacemaker_start(lab):
                      f"[ $t -lt {deadline} ] || {{ echo '{daemon}: no @{ipc} after {deadline} s'; "
                      "exit 1; }; sleep 1; t=$((t+1)); done; "
                      f"echo '{daemon}: serving after '$t' s'")
+    # pacemakerd probes each subdaemon it finds once, with a 2 s timeout; a
+    # controller still busy joining or electing misses it, and pacemakerd
+    # starts a second controller (it exits, "already active") and keeps no
+    # PID, so `pacemakerd --shutdown` later waits forever (session 13). So
+    # pacemakerd starts only once this node's controller has settled in a
+    # cluster of all three (no join left to make a DC busy).
+    settled = ("crmadmin -q -t 5000 -S $(uname -n) 2>&1 | grep -Eq 'S_IDLE|S_NOT_DC' && "
+               "[ $(cibadmin -Q -o status 2>/dev/null | grep -c "
+               "'<node_state.*crmd=\"online\".*join=\"member\"') -eq 3 ]")
+    steps.append(f"t=0; until {settled}; do [ $t -lt {deadline} ] || "
+                 f"{{ echo 'controller: not settled in 3 nodes after {deadline} s'; exit 1; }}; "
+                 "sleep 2; t=$((t+2)); done; echo 'controller: settled after '$t' s'")
     steps.append("exec pacemakerd")
     return "; ".join(steps)
 
